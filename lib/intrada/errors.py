@@ -1,0 +1,57 @@
+"""User-facing errors.
+
+Every error a user can cause is an :class:`IntradaError`: one line that names the file (or option),
+says what is wrong (expected vs got) and what to do next. The CLI prints it without a traceback and
+exits with code 2; the pytest plugin turns it into a usage error or a failing test's message.
+"""
+from __future__ import annotations
+
+import os
+
+
+class IntradaError(Exception):
+    """``<where>: <problem>. Hint: <hint>`` on one line."""
+
+    def __init__(self, where: str | os.PathLike[str], problem: str, hint: str | None = None) -> None:
+        self.where = os.fspath(where)
+        self.problem = problem
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.problem}"
+        if self.hint:
+            text += f". Hint: {self.hint}"
+        return " ".join(text.split("\n"))
+
+
+class CheckpointError(IntradaError):
+    """The .pth cannot be read or does not match the architecture."""
+
+
+class OnnxModelError(IntradaError):
+    """The ONNX file is not a valid IntraDA export."""
+
+
+class DatasetError(IntradaError):
+    """The Cityscapes tree is missing, incomplete or malformed."""
+
+
+class BinsError(IntradaError):
+    """Preprocessed input .bin files are malformed."""
+
+
+class DumpsError(IntradaError):
+    """Recorded device outputs are malformed, incomplete or ambiguous."""
+
+
+class ThresholdsError(IntradaError):
+    """The thresholds file is malformed."""
+
+
+class CacheError(IntradaError):
+    """The artifact cache cannot be used (read-only, full, corrupted)."""
+
+
+class ToolError(IntradaError):
+    """An external tool (atc, ais_bench, benchmark, npu-smi) failed or is unusable."""
