@@ -1,0 +1,3 @@
+from .base import Runner, RunnerError
+
+__all__ = ["Runner", "RunnerError"]
