@@ -1,0 +1,7 @@
+"""Loads the gate's fixture plugins for `pytest acceptance` and for the suite's own tests."""
+pytest_plugins = [
+    "fixtures.options",
+    "fixtures.artifacts",
+    "fixtures.report",
+    "fixtures.perf",
+]
