@@ -4,4 +4,5 @@ pytest_plugins = [
     "fixtures.artifacts",
     "fixtures.report",
     "fixtures.perf",
+    "fixtures.ascend",
 ]
