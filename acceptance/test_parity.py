@@ -37,3 +37,19 @@ def test_onnxruntime_matches_pytorch(torch_outputs, onnx_outputs, parity_samples
                                                                [s.name for s in parity_samples]), limits)
     gate_report.record("parity", result.as_dict())
     assert result, result.report()
+
+
+def test_openvino_matches_onnxruntime(openvino_outputs, onnx_outputs, parity_samples, thresholds, gate_report) -> None:
+    """Optional OpenVINO runner: fp32 within the fp32 limits; bf16 judged on the main-head argmax only
+    (8 mantissa bits move logits by ~1e-2, the class map is what matters)."""
+    precision, outputs = openvino_outputs
+    lim = thresholds.section("openvino")
+    if precision == "f32":
+        limits = Limits(max_abs_over_scale=lim["max_abs_over_scale"], min_cosine=lim["min_cosine"],
+                        min_argmax_agreement=lim["min_argmax_agreement"])
+    else:
+        limits = Limits(min_argmax_agreement=lim["bf16_min_argmax_agreement"])
+    result = compare_outputs("onnxruntime", f"openvino-{precision}",
+                             _pairs(onnx_outputs, outputs, [s.name for s in parity_samples]), limits)
+    gate_report.record(f"parity.openvino_{precision}", result.as_dict())
+    assert result, result.report()

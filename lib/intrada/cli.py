@@ -1,0 +1,242 @@
+"""`intrada`: the seed's four scripts as one command, with the seed's positional arguments.
+
+    intrada pth2onnx CHECKPOINT OUT.onnx            (intrada_pth2onnx.py)
+    intrada preprocess CITYSCAPES_ROOT OUT_DIR      (intrada_preprocess.py)
+    intrada gen-info bin BIN_DIR INFO_FILE W H      (gen_dataset_info.py, bin mode)
+    intrada infer --onnx M --bins DIR --out DIR     (the device tool, on ONNX Runtime)
+    intrada postprocess CITYSCAPES_ROOT DUMP_DIR    (intrada_postprocess.py)
+    intrada demo OUT_DIR                            (the embedded demo submission)
+    intrada inspect MODEL.onnx
+
+User errors print one line on stderr and exit with code 2; no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import protocol
+from .errors import IntradaError
+
+EXIT_USAGE = 2
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def cmd_pth2onnx(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .onnx_export import export_onnx, inspect_onnx
+
+    model, ckpt = load_model(args.checkpoint)
+    if ckpt.remap:
+        print(f"{ckpt.path}: {ckpt.remap}", file=sys.stderr)
+    out = export_onnx(model, args.output, opset=args.opset)
+    info = inspect_onnx(out, require_dynamic_batch=True)
+    print(f"wrote {out} (opset {info.opset}; input {info.input_name} [{info.batch_dim},3,512,1024]; outputs "
+          f"0 {info.output_names[0]} (aux), 1 {info.output_names[1]} (main) [{info.batch_dim},19,65,129])")
+    if args.verify:
+        import numpy as np
+
+        from .compare import Limits, compare_outputs
+        from .runners.cpu import OnnxRuntimeRunner, TorchRunner
+
+        x = np.random.default_rng(0).normal(0.0, 50.0, (1, *protocol.INPUT_SHAPE_CHW)).astype(np.float32)
+        with TorchRunner(model=model) as t, OnnxRuntimeRunner(out) as o:
+            result = compare_outputs("pytorch", "onnxruntime", [(t.infer(x), o.infer(x))],
+                                     Limits(max_abs_over_scale=1e-3, min_cosine=0.99999))
+        print(result.report())
+        if not result:
+            return 1
+    return 0
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from .cityscapes import list_samples
+    from .preprocess import preprocess_split
+
+    samples = list_samples(args.root, args.split, require_labels=False, max_images=args.max_images)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = preprocess_split(samples, out, workers=args.workers, progress=not args.quiet)
+    print(f"wrote {len(paths)} bins ({protocol.BIN_BYTES} bytes each) to {out}")
+    return 0
+
+
+def cmd_gen_info(args: argparse.Namespace) -> int:
+    from .info import write_info
+
+    if args.file_type != "bin":
+        raise IntradaError("gen-info", f"file type {args.file_type!r} is not supported",
+                           "only 'bin' is used by the IntraDA chain (the seed's png mode listed the train split)")
+    n = write_info(args.bin_dir, args.info_file, args.width, args.height)
+    print(f"wrote {args.info_file} ({n} lines)")
+    return 0
+
+
+def _bin_names(bins_dir: Path) -> list[str]:
+    from .errors import BinsError
+
+    if not bins_dir.is_dir():
+        raise BinsError(bins_dir, "bins directory not found", "run `intrada preprocess` first")
+    names = sorted(p.name[:-4] for p in bins_dir.iterdir() if p.suffix == ".bin")
+    if not names:
+        raise BinsError(bins_dir, "no .bin files", "run `intrada preprocess CITYSCAPES_ROOT DIR` first")
+    return names
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from .onnx_export import inspect_onnx
+    from .pipeline import run_to_dumps
+    from .runners.cpu import OnnxRuntimeRunner
+
+    inspect_onnx(args.onnx, require_dynamic_batch=args.batch_size > 1)
+    names = _bin_names(Path(args.bins))
+    if args.backend == "openvino":
+        from .runners.openvino import OpenVinoRunner
+
+        runner: object = OpenVinoRunner(args.onnx)
+    else:
+        runner = OnnxRuntimeRunner(args.onnx)
+    run_to_dumps(runner, names, args.bins, args.out, batch_size=args.batch_size,  # type: ignore[arg-type]
+                 progress=not args.quiet)
+    print(f"wrote {2 * len(names)} dumps (<name>_0.bin aux, <name>_1.bin main; ais_bench layout) to {args.out}")
+    return 0
+
+
+def cmd_postprocess(args: argparse.Namespace) -> int:
+    from .cityscapes import list_samples
+    from .dumps import DumpSet
+    from .evaluate import evaluate_dumps
+
+    samples = list_samples(args.root, args.split, max_images=args.max_images)
+    dumps = DumpSet.open(args.dump_dir, samples, convention=None if args.dump_format == "auto" else args.dump_format)
+    result = evaluate_dumps(samples, dumps, workers=args.workers, progress=not args.quiet)
+    score = result.score
+    print(score.table())
+    print(f"mIoU: {score.miou_rounded:.2f} ({score.num_images} images, {dumps.convention} dumps)")
+    if args.json:
+        payload = {**score.to_json(), "dump_format": dumps.convention, "dump_dir": str(Path(args.dump_dir).resolve()),
+                   "cityscapes": str(Path(args.root).resolve()), "split": args.split}
+        _write_text_atomic(Path(args.json), json.dumps(payload, indent=1))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import write_demo
+
+    out = write_demo(args.out_dir, n_images=args.images, progress=not args.quiet)
+    print(f"wrote the demo submission to {out}: checkpoint.pth, cityscapes/, thresholds.toml\n"
+          f"judge it: pytest acceptance --weights {out}/checkpoint.pth --cityscapes {out}/cityscapes "
+          f"--thresholds {out}/thresholds.toml")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .onnx_export import inspect_onnx
+
+    info = inspect_onnx(args.onnx)
+    print(json.dumps({"path": str(info.path), "opset": info.opset, "input": info.input_name,
+                      "batch_dim": info.batch_dim, "outputs": list(info.output_names),
+                      "output_shapes": [list(s) for s in info.output_shapes], "ops": list(info.op_types)}, indent=1))
+    return 0
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="intrada", description="IntraDA DeepLabv2 model-zoo pipeline (pth -> ONNX -> "
+                                "bins -> device outputs -> mIoU).")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=fn)
+        return sp
+
+    sp = add("pth2onnx", cmd_pth2onnx, "export a checkpoint to ONNX like intrada_pth2onnx.py")
+    sp.add_argument("checkpoint", help="the .pth (a state_dict)")
+    sp.add_argument("output", help="the .onnx to write")
+    sp.add_argument("--opset", type=_positive, default=protocol.DEFAULT_OPSET,
+                    help=f"ONNX opset. Default: {protocol.DEFAULT_OPSET} (the seed's)")
+    sp.add_argument("--verify", action="store_true", help="compare ONNX Runtime with PyTorch after export")
+
+    sp = add("preprocess", cmd_preprocess, "Cityscapes images -> float32 .bin files like intrada_preprocess.py")
+    sp.add_argument("root", help="Cityscapes root (contains leftImg8bit/)")
+    sp.add_argument("out_dir", help="output directory for <name>.bin")
+    sp.add_argument("--split", default="val", help="Default: val")
+    sp.add_argument("--workers", type=_positive, default=min(2, os.cpu_count() or 1), help="Default: 2")
+    sp.add_argument("--max-images", type=_positive, default=None, help="Default: all")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sp = add("gen-info", cmd_gen_info, "write the legacy benchmark tool's .info list like gen_dataset_info.py")
+    sp.add_argument("file_type", help="bin")
+    sp.add_argument("bin_dir")
+    sp.add_argument("info_file")
+    sp.add_argument("width", help="written verbatim (the seed passes 512 1024, i.e. swapped)")
+    sp.add_argument("height", help="written verbatim")
+
+    sp = add("infer", cmd_infer, "run ONNX Runtime over .bin files and write dumps in the ais_bench layout")
+    sp.add_argument("--onnx", required=True, help="the .onnx")
+    sp.add_argument("--bins", required=True, help="directory of <name>.bin")
+    sp.add_argument("--out", required=True, help="output directory for <name>_0.bin / <name>_1.bin")
+    sp.add_argument("--batch-size", type=_positive, default=1, help="Default: 1")
+    sp.add_argument("--backend", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                    help="Default: onnxruntime")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sp = add("postprocess", cmd_postprocess, "device outputs -> per-class IoU and mIoU like intrada_postprocess.py")
+    sp.add_argument("root", help="Cityscapes root (contains gtFine/)")
+    sp.add_argument("dump_dir", help="directory of device outputs")
+    sp.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    sp.add_argument("--dump-format", choices=("auto", "ais_bench", "benchmark", "msame"), default="auto",
+                    help="naming convention of the dumps. Default: auto (refuses to guess when ambiguous)")
+    sp.add_argument("--split", default="val", help="Default: val")
+    sp.add_argument("--max-images", type=_positive, default=None, help="Default: all")
+    sp.add_argument("--workers", type=_positive, default=min(2, os.cpu_count() or 1), help="Default: 2")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sp = add("demo", cmd_demo, "write the embedded demo submission (checkpoint, Cityscapes-format split, thresholds)")
+    sp.add_argument("out_dir")
+    sp.add_argument("--images", type=_positive, default=None, help="Default: the gate's demo size")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sp = add("inspect", cmd_inspect, "check an ONNX file against the IntraDA interface and print its summary")
+    sp.add_argument("onnx")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except IntradaError as exc:
+        print(f"intrada {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"intrada {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
