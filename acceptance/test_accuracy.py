@@ -35,8 +35,11 @@ def _require_meaningful(submission) -> None:
         pytest.skip("accuracy of submitted weights on the synthetic demo split means nothing: pass --cityscapes ROOT")
 
 
-def test_onnxruntime_miou(submission, onnx_score, thresholds, gate_report) -> None:
+def test_onnxruntime_miou(submission, onnx_score, onnx_outputs, thresholds, gate_report) -> None:
     _require_meaningful(submission)
+    gate_report.context["overlays"] = [
+        {"name": s.name, "image": str(s.image), "label": str(s.label), "logits": str(onnx_outputs.path(s.name, "main"))}
+        for s in submission.samples[:3]]
     judge_miou(onnx_score, submission, thresholds, "onnxruntime", gate_report)
 
 
