@@ -1,0 +1,440 @@
+"""Running an om: the ais_bench Python API, the ``python3 -m ais_bench`` CLI, the legacy benchmark tool.
+
+Each is a :class:`~intrada.runners.base.Runner` (``with runner: aux, main = runner.infer(batch)``),
+and each can also run a whole directory of preprocessed bins, which is how the device tools work and
+where their own throughput comes from: :meth:`AscendRunner.run_split` returns a :class:`DeviceRun`
+(the per-sample output files in the tool's naming + the tool's throughput).
+
+Throughput is always the tool's own timing of the device, never a wall clock around a subprocess:
+
+* ais_bench (API and CLI): ``throughput = 1000 * batchsize / mean(NPU compute time in ms)``, the
+  summary's ``throughput`` (the API's ``sumary().exec_time_list`` gives the same list);
+* benchmark: the ``[infer]`` line's ``Interface throughputRate`` in
+  ``result/perf_vision_batchsize_{bs}_device_{id}.txt``.
+
+Both are per device (one chip). The seed's 310 card figure multiplies the benchmark rate by 4
+chips; that conversion belongs to the perf gate, which knows the target's unit.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import protocol
+from ..dumps import DumpSet, write_dumps
+from ..errors import BinsError, ToolError
+from ..runners.base import Runner, RunnerError
+from .tools import FAKE_MARKER, benchmark_is_fake, om_is_fake, run_logged
+
+_OUT_SHAPE = protocol.OUTPUT_SHAPE_CHW
+# the seed's gen_dataset_info call writes "512 1024" (width and height swapped, written verbatim)
+INFO_WIDTH, INFO_HEIGHT = "512", "1024"
+INFO_NAME = "intraDA_deeplabv2_pre_bin_512_1024.info"  # the seed's info file name
+
+
+def _timeout(images: int) -> float:
+    # a device does ~50 images/s; the generous margin is for the first model load and slow disks
+    return 600.0 + 10.0 * images
+
+
+@dataclass(frozen=True)
+class DeviceRun:
+    """One run of a device tool over a set of bins."""
+
+    tool: str  # "ais_bench-api", "ais_bench-cli" or "benchmark"
+    om: Path
+    batch_size: int
+    device_id: int
+    dumps: Path  # one file per sample and output, in the tool's own naming
+    convention: str  # key of intrada.dumps.CONVENTIONS
+    names: tuple[str, ...]
+    throughput: float  # samples/s on one device (chip), as the tool reports it
+    throughput_field: str  # which of the tool's numbers it is
+    command: tuple[str, ...] = ()
+    log: Path | None = None
+    fake: bool = False  # the tool or the om is a contract-test fake: not a device result
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def open(self, samples: Sequence[Any] | None = None) -> DumpSet:
+        return DumpSet.open(self.dumps, list(samples) if samples is not None else list(self.names),
+                            convention=self.convention)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tool": self.tool, "om": str(self.om), "batch_size": self.batch_size, "device_id": self.device_id,
+                "dumps": str(self.dumps), "convention": self.convention, "images": len(self.names),
+                "throughput": self.throughput, "throughput_field": self.throughput_field,
+                "command": list(self.command), "log": None if self.log is None else str(self.log),
+                "fake": self.fake, **self.details}
+
+
+def stage_inputs(bins_dir: Path, names: Sequence[str], dest: Path) -> Path:
+    """A directory holding exactly ``<name>.bin`` for ``names``: device tools take a whole
+    directory (ais_bench sorts every *.bin in it, benchmark lists what its info file lists).
+    ``bins_dir`` itself when it already is that, else ``dest`` filled with symlinks."""
+    wanted = {f"{n}.bin" for n in names}
+    missing = [n for n in names if not (bins_dir / f"{n}.bin").is_file()]
+    if missing:
+        raise BinsError(bins_dir, f"{len(missing)} of {len(names)} bins missing (e.g. {missing[0]}.bin)",
+                        "preprocess the split first (`intrada preprocess`)")
+    present = {p.name for p in bins_dir.iterdir() if p.suffix == ".bin"}
+    if present == wanted:
+        return bins_dir
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for n in names:
+        os.symlink((bins_dir / f"{n}.bin").absolute(), dest / f"{n}.bin")
+    return dest
+
+
+class AscendRunner(Runner):
+    """An om on one device with a static batch size (one om per batch size, as the seed builds)."""
+
+    backend = "ascend"
+    kind = "abstract"
+
+    def __init__(self, om: str | os.PathLike[str], *, batch_size: int, device_id: int = 0) -> None:
+        super().__init__()
+        self.om = Path(om).absolute()
+        if batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.device_id = device_id
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-runner ({self.om.name})"
+
+    @property
+    def om_fake(self) -> bool:
+        return om_is_fake(self.om)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend, "tool": self.kind, "om": str(self.om), "batch_size": self.batch_size,
+                "device_id": self.device_id, "fake": self.om_fake}
+
+    def _check_om(self) -> None:
+        if not self.om.is_file():
+            raise ToolError(self.om, "om file not found", "pass --om PATH.om or let the gate build it with atc")
+
+    def run_split(self, bins_dir: str | os.PathLike[str], names: Sequence[str], out_dir: str | os.PathLike[str], *,
+                  progress: bool = False) -> DeviceRun:
+        """Infer ``<bins_dir>/<name>.bin`` for every name with the tool; outputs under ``out_dir``."""
+        raise NotImplementedError
+
+    # -- the per-batch Runner interface on top of the directory-level tools ----------------------
+    def _activate(self) -> None:
+        self._check_om()
+
+    def _deactivate(self) -> None:
+        pass
+
+    def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with tempfile.TemporaryDirectory(prefix=f"intrada-{self.kind}-") as tmp:
+            bins = Path(tmp) / "bins"
+            bins.mkdir()
+            names = [f"batch{i:05d}" for i in range(batch.shape[0])]
+            for name, sample in zip(names, batch):
+                np.ascontiguousarray(sample, dtype=protocol.BIN_DTYPE).tofile(bins / f"{name}.bin")
+            run = self.run_split(bins, names, Path(tmp) / "out")
+            dumps = run.open()
+            aux = np.stack([dumps.read(n, "aux") for n in names])
+            main = np.stack([dumps.read(n, "main") for n in names])
+        return aux, main
+
+
+# ----------------------------------------------------------------------------------------------
+# ais_bench Python API
+
+class AisBenchApiRunner(AscendRunner):
+    """``ais_bench.infer.interface.InferSession`` in this process. The om's batch is static, so
+    every call is cut into batches of ``batch_size`` and the last one is padded by repeating its first
+    sample (what the CLI does); padded outputs are dropped."""
+
+    kind = "ais_bench-api"
+
+    def __init__(self, om: str | os.PathLike[str], *, batch_size: int, device_id: int = 0,
+                 warmup: int = 1) -> None:
+        super().__init__(om, batch_size=batch_size, device_id=device_id)
+        self.warmup = warmup  # the CLI's --warmup_count default
+        self._session: Any = None
+        self._tool_fake = False
+
+    def _activate(self) -> None:
+        self._check_om()
+        try:
+            import ais_bench
+            from ais_bench.infer.interface import InferSession
+        except Exception as exc:  # ImportError, or OSError from the ACL shared libraries
+            raise ToolError("ais_bench.infer.interface", f"cannot import the ais_bench Python API ({exc})",
+                            "install the aclruntime and ais_bench wheels and source CANN's set_env.sh") from None
+        self._tool_fake = getattr(ais_bench, "INTRADA_CONTRACT_FAKE", None) == FAKE_MARKER
+        try:
+            self._session = InferSession(self.device_id, str(self.om))
+        except Exception as exc:  # aclruntime raises RuntimeError with ACL error codes
+            raise ToolError(f"ais_bench InferSession({self.device_id}, {self.om.name})",
+                            f"cannot load the om ({str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r})",
+                            "check --device-id and that the om was built for this chip (--soc-version)") from None
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        shape = [int(d) for d in getattr(inputs[0], "shape", [])] if inputs else []
+        expected = [self.batch_size, *protocol.INPUT_SHAPE_CHW]
+        if len(inputs) != 1 or (shape and shape != expected):
+            self._finalize()
+            raise ToolError(self.om, f"om input is {[list(getattr(i, 'shape', [])) for i in inputs]}, expected "
+                            f"[{expected}]", f"convert with atc --input_shape=image:{self.batch_size},3,512,1024")
+        if len(outputs) != 2:
+            self._finalize()
+            raise ToolError(self.om, f"om has {len(outputs)} output(s), expected 2 (aux, main)",
+                            "convert the two-output IntraDA ONNX")
+
+    def _finalize(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.finalize()
+
+    def _deactivate(self) -> None:
+        self._finalize()
+
+    def _infer_static(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = chunk.shape[0]
+        if n < self.batch_size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], self.batch_size - n, axis=0)])
+        outputs = self._session.infer([np.ascontiguousarray(chunk)])
+        heads = []
+        for i, out in enumerate(outputs[:2]):
+            arr = np.asarray(out, dtype=np.float32)
+            if arr.size != self.batch_size * math.prod(_OUT_SHAPE):
+                raise RunnerError(self.name, f"output {i} has {arr.size} values, expected "
+                                  f"{self.batch_size} x {'x'.join(map(str, _OUT_SHAPE))}",
+                                  "check that the om is the IntraDA model for 512x1024 input")
+            heads.append(arr.reshape(self.batch_size, *_OUT_SHAPE)[:n])
+        if len(heads) != 2:
+            raise RunnerError(self.name, f"InferSession returned {len(outputs)} output(s), expected 2", None)
+        return heads[0], heads[1]
+
+    def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        parts = [self._infer_static(batch[s:s + self.batch_size]) for s in range(0, batch.shape[0], self.batch_size)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def run_split(self, bins_dir: str | os.PathLike[str], names: Sequence[str], out_dir: str | os.PathLike[str], *,
+                  progress: bool = False) -> DeviceRun:
+        from tqdm import tqdm
+
+        from ..preprocess import read_bins
+
+        bins_dir, out_dir = Path(bins_dir), Path(out_dir)
+        if not names:
+            raise BinsError(bins_dir, "no samples to run", "pass at least one name")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        names = list(names)
+        with self:
+            first = read_bins([bins_dir / f"{names[0]}.bin"])
+            for _ in range(self.warmup):  # the first run includes one-time setup; ais_bench leaves it out
+                self._infer_static(first)
+            self._session.reset_sumaryinfo()
+            with tqdm(total=len(names), desc=f"{self.kind} bs{self.batch_size}", unit="img", disable=not progress,
+                      leave=False) as bar:
+                for start in range(0, len(names), self.batch_size):
+                    chunk = names[start:start + self.batch_size]
+                    aux, main = self._infer_static(read_bins([bins_dir / f"{n}.bin" for n in chunk]))
+                    for i, name in enumerate(chunk):
+                        write_dumps(out_dir, name, aux[i], main[i])
+                    bar.update(len(chunk))
+            times = [float(t) for t in self._session.sumary().exec_time_list]
+        if not times or not all(math.isfinite(t) and t > 0 for t in times):
+            raise ToolError(f"ais_bench InferSession({self.om.name})", f"sumary().exec_time_list is unusable: "
+                            f"{times[:5]}", "update ais_bench; the throughput needs the NPU compute times")
+        mean_ms = float(np.mean(times))
+        return DeviceRun(self.kind, self.om, self.batch_size, self.device_id, out_dir, "ais_bench", tuple(names),
+                         1000.0 * self.batch_size / mean_ms,
+                         "ais_bench 1000*batchsize/mean(NPU compute time) from InferSession.sumary().exec_time_list",
+                         fake=self._tool_fake or self.om_fake,
+                         details={"npu_compute_time_mean_ms": mean_ms, "npu_compute_runs": len(times)})
+
+
+# ----------------------------------------------------------------------------------------------
+# ais_bench CLI
+
+class AisBenchCliRunner(AscendRunner):
+    """``python3 -m ais_bench --model M --input DIR --output OUT --output_dirname NAME --batchsize N
+    --device D``; reads ``OUT/NAME/<stem>_{0,1}.bin`` and ``OUT/NAME_summary.json``."""
+
+    kind = "ais_bench-cli"
+
+    def __init__(self, om: str | os.PathLike[str], *, batch_size: int, device_id: int = 0,
+                 python: str | None = None) -> None:
+        super().__init__(om, batch_size=batch_size, device_id=device_id)
+        # the interpreter that found the package, so the CLI sees the same environment
+        self.python = python or sys.executable
+
+    def command(self, input_dir: Path, output: Path, dirname: str) -> list[str]:
+        return [self.python, "-m", "ais_bench", "--model", str(self.om), "--input", str(input_dir),
+                "--output", str(output), "--output_dirname", dirname, "--batchsize", str(self.batch_size),
+                "--device", str(self.device_id)]
+
+    def run_split(self, bins_dir: str | os.PathLike[str], names: Sequence[str], out_dir: str | os.PathLike[str], *,
+                  progress: bool = False) -> DeviceRun:
+        self._check_om()
+        bins_dir, out_dir = Path(bins_dir), Path(out_dir).absolute()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        input_dir = stage_inputs(bins_dir, names, out_dir / "inputs")
+        dirname = f"bs{self.batch_size}"
+        outputs = out_dir / dirname
+        summary_path = out_dir / f"{dirname}_summary.json"
+        for stale in (outputs, summary_path):  # files of an earlier run must not pass for this one's
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            elif stale.exists():
+                stale.unlink()
+        cmd = self.command(input_dir, out_dir, dirname)
+        log = out_dir / f"{dirname}.log"
+        run_logged(cmd, what=f"ais_bench ({self.om.name}, bs{self.batch_size}, device {self.device_id})",
+                   log_path=log, timeout=_timeout(len(names)),
+                   hint="check --device-id, and that the om was built for this chip")
+        summary = read_ais_bench_summary(summary_path)
+        return DeviceRun(self.kind, self.om, self.batch_size, self.device_id, outputs, "ais_bench", tuple(names),
+                         summary["throughput"], f"ais_bench {summary_path.name} 'throughput' "
+                         "(1000*batchsize/NPU_compute_time.mean)", tuple(cmd), log,
+                         fake=summary.get("intrada_contract_fake") == FAKE_MARKER or self.om_fake,
+                         details={"npu_compute_time_mean_ms": summary["NPU_compute_time"].get("mean"),
+                                  "summary": str(summary_path)})
+
+
+def read_ais_bench_summary(path: Path) -> dict[str, Any]:
+    """The ``<dirname>_summary.json`` ais_bench writes beside its output folder, checked."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ToolError(path, "ais_bench wrote no summary file",
+                        "this ais_bench is too old or was interrupted; it writes <output>/<dirname>_summary.json") from None
+    except ValueError as exc:
+        raise ToolError(path, f"summary is not JSON ({exc})", "re-run ais_bench") from None
+    throughput = data.get("throughput") if isinstance(data, dict) else None
+    if not isinstance(throughput, (int, float)) or isinstance(throughput, bool) or not math.isfinite(throughput) \
+            or throughput <= 0:
+        raise ToolError(path, f"'throughput' is {throughput!r}, expected a positive number",
+                        "ais_bench reports 0 when it timed no inference; check the run's log")
+    if not isinstance(data.get("NPU_compute_time"), dict):
+        raise ToolError(path, "no 'NPU_compute_time' in the summary", "this file was not written by ais_bench")
+    return data
+
+
+# ----------------------------------------------------------------------------------------------
+# legacy benchmark.<arch>
+
+class LegacyBenchmarkRunner(AscendRunner):
+    """``./benchmark.<arch> -model_type=vision -device_id=D -batch_size=N -om_path=M -input_text_path=INFO
+    -input_width=1024 -input_height=512 -output_binary=True -useDvpp=False`` run in a work directory;
+    reads ``result/dumpOutput_device{D}/<stem>_{1,2}.bin`` and
+    ``result/perf_vision_batchsize_{N}_device_{D}.txt``."""
+
+    kind = "benchmark"
+
+    def __init__(self, om: str | os.PathLike[str], *, batch_size: int, device_id: int = 0,
+                 executable: str | os.PathLike[str]) -> None:
+        super().__init__(om, batch_size=batch_size, device_id=device_id)
+        self.executable = Path(executable).absolute()
+
+    def command(self, info_path: Path) -> list[str]:
+        return [str(self.executable), "-model_type=vision", f"-device_id={self.device_id}",
+                f"-batch_size={self.batch_size}", f"-om_path={self.om}", f"-input_text_path={info_path}",
+                f"-input_width={protocol.INPUT_W}", f"-input_height={protocol.INPUT_H}", "-output_binary=True",
+                "-useDvpp=False"]
+
+    def run_split(self, bins_dir: str | os.PathLike[str], names: Sequence[str], out_dir: str | os.PathLike[str], *,
+                  progress: bool = False) -> DeviceRun:
+        from ..info import write_info
+
+        self._check_om()
+        bins_dir, work = Path(bins_dir), Path(out_dir).absolute()
+        work.mkdir(parents=True, exist_ok=True)
+        input_dir = stage_inputs(bins_dir, names, work / "inputs").absolute()
+        info = work / INFO_NAME
+        write_info(input_dir, info, INFO_WIDTH, INFO_HEIGHT)
+        result = work / "result"
+        dumps = result / f"dumpOutput_device{self.device_id}"
+        perf = result / f"perf_vision_batchsize_{self.batch_size}_device_{self.device_id}.txt"
+        # the seed's eval_acc_perf.sh deletes the dump folder first: the tool adds to it otherwise
+        if dumps.exists():
+            shutil.rmtree(dumps)
+        if perf.exists():
+            perf.unlink()
+        cmd = self.command(info)
+        log = work / f"benchmark_bs{self.batch_size}.log"
+        run_logged(cmd, what=f"{self.executable.name} ({self.om.name}, bs{self.batch_size}, device {self.device_id})",
+                   log_path=log, cwd=work, timeout=_timeout(len(names)),
+                   hint="check --device-id, and that the om was built for this chip")
+        if not perf.is_file():
+            raise ToolError(perf, "the benchmark tool wrote no perf file",
+                            f"look in {result} for what it wrote; the seed reads this exact name")
+        text = perf.read_text(errors="replace")
+        rates = parse_benchmark_perf(text, perf)
+        return DeviceRun(self.kind, self.om, self.batch_size, self.device_id, dumps, "benchmark", tuple(names),
+                         rates["interface_throughput"],
+                         f"benchmark {perf.name} [infer] 'Interface throughputRate' (per chip)", tuple(cmd), log,
+                         fake=FAKE_MARKER in text or benchmark_is_fake(self.executable) or self.om_fake,
+                         details={"perf_file": str(perf), "e2e_throughput": rates.get("e2e_throughput")})
+
+
+_PERF_LINE_RE = re.compile(r"^\s*\[(?P<label>[^\]]+)\]\s*(?P<body>.*)$")
+_NUMBER_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def parse_benchmark_perf(text: str, where: str | os.PathLike[str] = "perf file") -> dict[str, float]:
+    """``[infer] throughputRate: X, Interface throughputRate: Z, moduleLatency: W`` -> Z (and the e2e
+    rate). Older tools label the lines ``[inference]`` / ``[postprocess]``; values may carry a
+    ``samples/s`` unit (the seed's parse.py strips it)."""
+    fields: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        m = _PERF_LINE_RE.match(line)
+        if not m:
+            continue
+        label = m.group("label").strip().lower()
+        values: dict[str, float] = {}
+        for item in m.group("body").split(","):
+            if ":" not in item:
+                continue
+            key, _, raw = item.partition(":")
+            num = _NUMBER_RE.search(raw)
+            if num:
+                values[key.strip()] = float(num.group(0))
+        fields[label] = values
+    infer = fields.get("infer") or fields.get("inference")
+    rate = None if infer is None else infer.get("Interface throughputRate")
+    if rate is None or not math.isfinite(rate) or rate <= 0:
+        raise ToolError(where, f"no positive 'Interface throughputRate' on an [infer] line (got {rate!r})",
+                        "this is not a benchmark perf_vision_*.txt file, or the run timed nothing")
+    out = {"interface_throughput": rate}
+    e2e = fields.get("e2e", {}).get("throughputRate")
+    if e2e is not None:
+        out["e2e_throughput"] = e2e
+    return out
+
+
+RUNNERS: dict[str, type[AscendRunner]] = {
+    AisBenchApiRunner.kind: AisBenchApiRunner,
+    AisBenchCliRunner.kind: AisBenchCliRunner,
+    LegacyBenchmarkRunner.kind: LegacyBenchmarkRunner,
+}
+
+
+def make_runner(kind: str, om: Path, *, batch_size: int, device_id: int = 0,
+                benchmark: Path | None = None) -> AscendRunner:
+    if kind == LegacyBenchmarkRunner.kind:
+        if benchmark is None:
+            raise ValueError("the benchmark runner needs the executable")
+        return LegacyBenchmarkRunner(om, batch_size=batch_size, device_id=device_id, executable=benchmark)
+    if kind not in RUNNERS:
+        raise ValueError(f"unknown runner kind {kind!r}; known: {', '.join(RUNNERS)}")
+    return RUNNERS[kind](om, batch_size=batch_size, device_id=device_id)

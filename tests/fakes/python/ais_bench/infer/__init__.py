@@ -1,0 +1,1 @@
+"""Fake of ``ais_bench.infer`` (see the package docstring)."""
