@@ -55,6 +55,16 @@ def test_matrix_equals_add_at(gt_dtype: type) -> None:
     np.testing.assert_array_equal(m.sum(axis=1), [(gt == c).sum() for c in range(C)])
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (7,), (3, 301, 499), (1023, 2047)])
+def test_matrix_equals_add_at_for_large_and_odd_sizes(shape: tuple[int, ...]) -> None:
+    # sizes around the fast path's chunk and lane boundaries; runs of equal codes like real maps
+    gt, pred = _random_maps(7, shape)
+    gt = np.sort(gt, axis=-1)
+    np.testing.assert_array_equal(confusion_matrix(gt, pred), _reference_matrix(gt, pred))
+    np.testing.assert_array_equal(confusion_matrix(gt[..., ::2], pred[..., ::2]),  # non-contiguous views
+                                  _reference_matrix(gt[..., ::2], pred[..., ::2]))
+
+
 def test_rows_are_ground_truth_columns_prediction() -> None:
     gt = np.array([[3, 3, 255]], np.uint8)
     pred = np.array([[5, 3, 7]], np.uint8)

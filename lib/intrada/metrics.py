@@ -15,11 +15,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from . import protocol
+
+
+_CHUNK = 1 << 17  # pixels per bincount call in the uint8 fast path
+_LANES = 4  # interleaved sub-histograms in the uint8 fast path
+
+
+@lru_cache(maxsize=4)
+def _lane_offsets(span: int) -> np.ndarray:
+    offsets = np.tile((np.arange(_LANES) * span).astype(np.uint16), _CHUNK // _LANES)
+    offsets.setflags(write=False)
+    return offsets
 
 
 def check_maps(gt: np.ndarray, pred: np.ndarray, num_classes: int = protocol.NUM_CLASSES) -> None:
@@ -31,9 +43,12 @@ def check_maps(gt: np.ndarray, pred: np.ndarray, num_classes: int = protocol.NUM
     for what, arr in (("ground truth", gt), ("prediction", pred)):
         if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
             raise ValueError(f"{what} must hold integer class ids, got dtype {arr.dtype}")
-    if pred.size and (int(pred.min()) < 0 or int(pred.max()) >= num_classes):
-        raise ValueError(f"prediction values range {int(pred.min())}..{int(pred.max())}, "
-                         f"expected 0..{num_classes - 1}")
+    if pred.size:
+        # unsigned maps cannot be negative; skipping min() saves a full pass on every image
+        lo = 0 if np.issubdtype(pred.dtype, np.unsignedinteger) else int(pred.min())
+        hi = int(pred.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"prediction values range {int(pred.min())}..{hi}, expected 0..{num_classes - 1}")
 
 
 def confusion_matrix(gt: np.ndarray, pred: np.ndarray,
@@ -46,13 +61,25 @@ def confusion_matrix(gt: np.ndarray, pred: np.ndarray,
     pred = np.asarray(pred)
     check_maps(gt, pred, num_classes)
     n = num_classes
-    if gt.dtype == np.uint8 and pred.dtype == np.uint8 and n * 256 <= np.iinfo(np.uint16).max:
+    if gt.dtype == np.uint8 and pred.dtype == np.uint8 and _LANES * 256 * n <= np.iinfo(np.uint16).max:
         # Fast path for uint8 maps (the evaluation's case): code = gt * C + pred fits in uint16,
         # and every ignored gt (>= C) lands at a code >= C*C, so no mask pass is needed.
-        code = gt.astype(np.uint16)
-        code *= n
-        code += pred
-        counts = np.bincount(code.ravel(), minlength=256 * n)[: n * n]
+        # Segmentation maps have long runs of one code, and bincount's increments of one counter
+        # then wait on each other; adding a lane offset that cycles with the pixel index spreads
+        # neighbours over _LANES separate histograms (~1.7x faster). Chunks keep bincount's
+        # internal int64 copy of the codes in cache.
+        g, p = gt.reshape(-1), pred.reshape(-1)
+        span = 256 * n
+        lanes = _lane_offsets(span)
+        counts = np.zeros(_LANES * span, np.int64)
+        buf = np.empty(min(g.size, _CHUNK), np.uint16)
+        for start in range(0, g.size, _CHUNK):
+            code = buf[: min(_CHUNK, g.size - start)]
+            np.multiply(g[start:start + _CHUNK], n, out=code, dtype=np.uint16)
+            code += p[start:start + _CHUNK]
+            code += lanes[: code.size]
+            counts += np.bincount(code, minlength=_LANES * span)
+        counts = counts.reshape(_LANES, span).sum(axis=0)[: n * n]
     else:
         g = gt.ravel().astype(np.int64)
         keep = (g >= 0) & (g < n)
