@@ -24,6 +24,7 @@ import re
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,8 +175,10 @@ class AisBenchApiRunner(AscendRunner):
     def _activate(self) -> None:
         self._check_om()
         try:
-            import ais_bench
-            from ais_bench.infer.interface import InferSession
+            with warnings.catch_warnings():  # see tools.ais_bench_api_error
+                warnings.simplefilter("ignore")
+                import ais_bench
+                from ais_bench.infer.interface import InferSession
         except Exception as exc:  # ImportError, or OSError from the ACL shared libraries
             raise ToolError("ais_bench.infer.interface", f"cannot import the ais_bench Python API ({exc})",
                             "install the aclruntime and ais_bench wheels and source CANN's set_env.sh") from None
