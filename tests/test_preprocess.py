@@ -32,7 +32,8 @@ SPEC_BIN_BYTES = 6_291_456  # modelzoo section 2: 3 x 512 x 1024 float32
 
 def reference_bin(png: Path) -> bytes:
     """ADVENT's arithmetic, written out in the most straightforward way."""
-    img = Image.open(png).convert("RGB").resize((1024, 512), Image.BICUBIC)
+    with Image.open(png) as im:
+        img = im.convert("RGB").resize((1024, 512), Image.BICUBIC)
     arr = np.asarray(img, np.float32)[:, :, ::-1] - np.array(SPEC_MEAN_BGR, dtype=np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1)).astype("<f4").tobytes()
 
@@ -126,7 +127,8 @@ def test_a_black_image_gives_exactly_minus_the_float32_mean(tmp_path: Path) -> N
 def test_bins_are_little_endian_float32_c_order(split_bins: tuple[list[Sample], list[Path]]) -> None:
     samples, paths = split_bins
     raw = paths[0].read_bytes()
-    rgb = np.asarray(Image.open(samples[0].image).convert("RGB").resize((1024, 512), Image.BICUBIC))
+    with Image.open(samples[0].image) as im:
+        rgb = np.asarray(im.convert("RGB").resize((1024, 512), Image.BICUBIC))
     # element [c=1, y=10, x=20] sits at byte ((1*512 + 10)*1024 + 20)*4 and is green minus its mean
     offset = ((1 * 512 + 10) * 1024 + 20) * 4
     value = np.frombuffer(raw[offset:offset + 4], "<f4")[0]
@@ -192,7 +194,7 @@ def test_missing_image_is_refused(tmp_path: Path) -> None:
 def test_failure_mid_split_leaves_only_whole_bins(tree: Path, tmp_path: Path, workers: int) -> None:
     good = list_samples(tree)
     bad = tmp_path / "frankfurt_000009_000009_leftImg8bit.png"
-    bad.write_bytes(Image.open(good[0].image).tobytes()[:1000])  # raw bytes, not a PNG
+    bad.write_bytes(good[0].image.read_bytes()[-1000:])  # the tail of a PNG: not an image
     samples = [good[0], _sample(bad), good[1], good[2]]
     out = tmp_path / "bins"
     # A worker's error crosses the process boundary as the same class and message.

@@ -8,6 +8,7 @@ we sort by (city, file name) so every run, runner and report sees the same order
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,10 +56,18 @@ def list_samples(root: str | os.PathLike[str], split: str = "val", *, require_la
     if not root.is_dir():
         raise DatasetError(root, "Cityscapes root does not exist or is not a directory",
                            "pass the folder that contains leftImg8bit/ and gtFine/")
+    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
+        raise DatasetError("max_images", f"must be a positive integer, got {max_images!r}",
+                           "leave it unset for the whole split")
     image_dir = root / "leftImg8bit" / split
     if not image_dir.is_dir():
-        raise DatasetError(root, f"not a Cityscapes tree: {image_dir.relative_to(root)}/ is missing",
-                           "pass the folder that contains leftImg8bit/ and gtFine/ (the official layout)")
+        hint = "pass the folder that contains leftImg8bit/ and gtFine/ (the official layout)"
+        # The usual slip is pointing one level too deep, at leftImg8bit/ or at one of its splits.
+        if root.name == "leftImg8bit":
+            hint = f"this is leftImg8bit/ itself; pass the folder above it, {root.parent}"
+        elif root.parent.name == "leftImg8bit":
+            hint = f"this is inside leftImg8bit/; pass {root.parent.parent}"
+        raise DatasetError(root, f"not a Cityscapes tree: {image_dir.relative_to(root)}/ is missing", hint)
     samples: list[Sample] = []
     missing: list[Path] = []
     for city in sorted(p.name for p in image_dir.iterdir() if p.is_dir()):
@@ -102,7 +111,11 @@ def load_train_ids(label_path: str | os.PathLike[str]) -> np.ndarray:
             arr = np.asarray(im)
     except FileNotFoundError:
         raise DatasetError(label_path, "label file not found", "check the Cityscapes root") from None
-    except (OSError, ValueError) as exc:
+    except IsADirectoryError:
+        raise DatasetError(label_path, "is a directory, expected a labelIds PNG", "check the Cityscapes root") from None
+    except Image.UnidentifiedImageError:
+        raise DatasetError(label_path, "not an image Pillow can read (corrupt or not a PNG)", "re-extract gtFine") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
         raise DatasetError(label_path, f"cannot decode label PNG ({exc})", "re-extract gtFine") from None
     if size != (protocol.LABEL_W, protocol.LABEL_H):
         raise DatasetError(label_path, f"label is {size[0]}x{size[1]}, expected "
