@@ -1,0 +1,410 @@
+"""Contract tests of the Ascend path, run against fakes of the Ascend tools (tests/fakes/).
+
+The fakes follow the documented command lines and file layouts of atc, npu-smi, ais_bench (CLI and
+Python API) and the legacy benchmark tool (../shared/spec/modelzoo-and-ascend-tools.md), run the
+om with ONNX Runtime, and misbehave on request (INTRADA_FAKE_* variables, see
+tests/fakes/python/intrada_fake_npu.py). These tests prove the command lines the gate builds, the
+files it reads, its skips, and that the om gate fails a broken om and passes a faithful one.
+
+They are contract tests: they say nothing about a real device, and every record made on a fake
+says so (``contract_fake``, and "FAKE" in the device label).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from intrada import protocol
+from intrada.ascend import atc, runners, tools
+from intrada.errors import ToolError
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parents[1]
+FAKES = Path(__file__).resolve().parent / "fakes"
+FAKE_BIN = FAKES / "bin"
+FAKE_ATC_BIN = FAKES / "ascend-toolkit" / "latest" / "bin"
+FAKE_PYTHON = FAKES / "python"
+FAKE_ENV_VARS = ("INTRADA_FAKE_NPU_CHIP", "INTRADA_FAKE_NPU_DEVICES", "INTRADA_FAKE_NPU_OUTPUTS",
+                 "INTRADA_FAKE_NPU_NOISE", "INTRADA_FAKE_NPU_MS", "INTRADA_FAKE_NPU_FAIL", "INTRADA_FAKE_ATC_FAIL")
+
+
+def _base_path() -> str:
+    """A PATH with this interpreter (the fakes' shebang is python3) and the system dirs only."""
+    return os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])
+
+
+def _drop_fake_modules() -> None:
+    for name in list(sys.modules):
+        if name == "ais_bench" or name.startswith("ais_bench.") or name == "intrada_fake_npu":
+            del sys.modules[name]
+
+
+@pytest.fixture
+def no_ascend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Ascend tool reachable: minimal PATH, no PYTHONPATH, no fake settings."""
+    monkeypatch.setenv("PATH", _base_path())
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    for var in FAKE_ENV_VARS + ("ASCEND_TOOLKIT_HOME", "ASCEND_HOME_PATH"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch, no_ascend: None):
+    """Every fake reachable the way the real tools are: atc and npu-smi / benchmark on PATH, the
+    ais_bench package importable (in this process and in subprocesses)."""
+    monkeypatch.setenv("PATH", os.pathsep.join([str(FAKE_ATC_BIN), str(FAKE_BIN), _base_path()]))
+    monkeypatch.setenv("PYTHONPATH", str(FAKE_PYTHON))
+    monkeypatch.syspath_prepend(str(FAKE_PYTHON))
+    _drop_fake_modules()
+    yield monkeypatch
+    _drop_fake_modules()
+
+
+# ---------------------------------------------------------------------------------------------
+# a toy model with the IntraDA interface, so the tool contracts are tested in milliseconds
+
+def _toy_onnx(path: Path) -> Path:
+    """image [N,3,512,1024] -> two [N,19,65,129] outputs (1x1 convs, stride 8, bottom/right pad 1)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal((19, 3, 1, 1)) * 0.05).astype(np.float32), name)
+             for name in ("w_aux", "w_main")]
+    inits.append(numpy_helper.from_array(rng.standard_normal(19).astype(np.float32), "b"))
+    conv = dict(kernel_shape=[1, 1], strides=[8, 8], pads=[0, 0, 1, 1])
+    nodes = [helper.make_node("Conv", ["image", "w_aux", "b"], ["aux_logits"], **conv),
+             helper.make_node("Conv", ["image", "w_main", "b"], ["main_logits"], **conv)]
+    out = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 19, 65, 129])
+           for n in ("aux_logits", "main_logits")]
+    graph = helper.make_graph(nodes, "toy", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                           ["batch", 3, 512, 1024])], out, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("toy")
+    onnx_path = _toy_onnx(root / "toy.onnx")
+    bins = root / "bins"
+    bins.mkdir()
+    rng = np.random.default_rng(1)
+    names = [f"city_00000{i}_000019_leftImg8bit" for i in range(3)]
+    for name in names:
+        pixels = rng.integers(0, 256, protocol.INPUT_SHAPE_CHW).astype(np.float32)
+        (pixels - protocol.MEAN_BGR[:, None, None]).astype(np.float32).tofile(bins / f"{name}.bin")
+    return {"root": root, "onnx": onnx_path, "bins": bins, "names": names}
+
+
+def _ort_outputs(onnx_path: Path, bins: Path, name: str, fp16: bool = True) -> list[np.ndarray]:
+    """What a faithful om gives: fp16 in, fp32 compute, fp16 out (the fake's force_fp16)."""
+    import onnxruntime as ort
+
+    x = np.fromfile(bins / f"{name}.bin", dtype=np.float32).reshape(1, *protocol.INPUT_SHAPE_CHW)
+    if fp16:
+        x = x.astype(np.float16).astype(np.float32)
+    outs = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    return [o[0].astype(np.float16).astype(np.float32) if fp16 else o[0] for o in outs]
+
+
+def _convert(toy: dict, batch_size: int, soc: str = "Ascend310P3", out: str = "om") -> Path:
+    tool = tools.find_atc()
+    assert tool is not None
+    return atc.convert(tool.path, toy["onnx"], toy["root"] / out, batch_size, soc)
+
+
+# ---------------------------------------------------------------------------------------------
+# npu-smi
+
+NPU_SMI_310P3 = """\
++--------------------------------------------------------------------------------------------------------+
+| npu-smi 23.0.rc2                                 Version: 23.0.rc2                                     |
++-------------------------------+-----------------+------------------------------------------------------+
+| NPU     Name                  | Health          | Power(W)     Temp(C)           Hugepages-Usage(page) |
+| Chip    Device                | Bus-Id          | AICore(%)    Memory-Usage(MB)                        |
++===============================+=================+======================================================+
+| 4       310P3                 | OK              | NA           41                0     / 0             |
+| 0       0                     | 0000:3B:00.0    | 0            1660 / 21527                            |
++===============================+=================+======================================================+
+| 5       310P1                 | OK              | NA           43                0     / 0             |
+| 0       1                     | 0000:86:00.0    | 0            1655 / 21527                            |
++===============================+=================+======================================================+
++-------------------------------+-----------------+------------------------------------------------------+
+| NPU     Chip                  | Process id      | Process name             | Process memory(MB)        |
++===============================+=================+======================================================+
+| No running processes found in NPU 4                                                                    |
++===============================+=================+======================================================+
+"""
+
+NPU_SMI_310_FOUR_CHIPS = """\
++------------------------------------------------------------------------------+
+| npu-smi 20.2.0                       Version: 20.2.0                         |
++-------------------+-----------------+----------------------------------------+
+| NPU     Name      | Health          | Power(W)          Temp(C)              |
+| Chip    Device    | Bus-Id          | AICore(%)         Memory-Usage(MB)     |
++===================+=================+========================================+
+| 1       310       | OK              | 12.8              45                   |
+| 0       0         | 0000:05:00.0    | 0                 2703 / 8192          |
+| 1       1         | 0000:06:00.0    | 0                 2703 / 8192          |
+| 2       2         | 0000:07:00.0    | 0                 2703 / 8192          |
+| 3       3         | 0000:08:00.0    | 0                 2703 / 8192          |
++===================+=================+========================================+
+"""
+
+
+def test_npu_smi_table_gives_the_chip_of_each_device() -> None:
+    info = tools.parse_npu_smi_info(NPU_SMI_310P3)
+    assert info.version == "23.0.rc2" and not info.fake
+    assert info.chip_name(0) == "310P3" and info.chip_name(1) == "310P1"
+    with pytest.raises(ToolError, match=r"no device 7 \(devices: 0, 1\)"):
+        info.chip_name(7)
+    four = tools.parse_npu_smi_info(NPU_SMI_310_FOUR_CHIPS)
+    assert [(c.npu_id, c.name, c.chip_id, c.device_id) for c in four.chips] == [
+        (1, "310", 0, 0), (1, "310", 1, 1), (1, "310", 2, 2), (1, "310", 3, 3)]
+    assert four.chip_name(3) == "310"
+    assert tools.parse_npu_smi_info("command not found").chips == ()
+
+
+def test_soc_version_always_carries_the_ascend_prefix() -> None:
+    # the seed's bs16 atc line passed the bare chip name, which atc rejects
+    assert tools.soc_version_of("310P3") == "Ascend310P3"
+    assert tools.soc_version_of("Ascend310") == "Ascend310"
+    with pytest.raises(ToolError, match="empty SoC version"):
+        tools.soc_version_of(" ")
+
+
+def test_fake_npu_smi_is_parsed_and_flagged_as_fake(fakes) -> None:
+    fakes.setenv("INTRADA_FAKE_NPU_CHIP", "310")
+    fakes.setenv("INTRADA_FAKE_NPU_DEVICES", "2")
+    info = tools.query_npu_smi()
+    assert info is not None and info.fake and info.version == tools.FAKE_MARKER
+    assert info.chip_name(1) == "310"
+
+
+# ---------------------------------------------------------------------------------------------
+# atc
+
+def test_atc_command_is_the_seeds(tmp_path: Path) -> None:
+    cmd = atc.atc_command("atc", tmp_path / "intraDA_deeplabv2.onnx", tmp_path / "intraDA_deeplabv2_bs4", 4,
+                          "Ascend310")
+    assert cmd == ["atc", "--framework=5", f"--model={tmp_path}/intraDA_deeplabv2.onnx",
+                   f"--output={tmp_path}/intraDA_deeplabv2_bs4", "--input_format=NCHW",
+                   "--input_shape=image:4,3,512,1024", "--soc_version=Ascend310", "--log=error"]
+    # the cache key holds the flags without the two paths
+    assert atc.seed_flags(16, "Ascend310P3") == ["--framework=5", "--input_format=NCHW",
+                                                 "--input_shape=image:16,3,512,1024", "--soc_version=Ascend310P3",
+                                                 "--log=error"]
+
+
+def test_cann_version_is_read_from_the_toolkit_install_info(fakes) -> None:
+    found = tools.find_atc()
+    assert found is not None and found.path == FAKE_ATC_BIN / "atc"
+    assert found.version == "0.0.0.intrada-contract-fake" and found.fake
+    assert found.version_source.endswith("ascend_toolkit_install.info")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--framework=5", "--model={onnx}", "--output={out}", "--input_shape=image:1,3,512,1024", "--soc_version=310P3"],
+     r"Value \[310P3\] for parameter \[--soc_version\] is invalid"),
+    (["--framework=5", "--model={onnx}", "--output={out}", "--input_shape=image:1,3,512,1024"],
+     r"Argument \[--soc_version\] must be set"),
+    (["--framework=5", "--model={onnx}", "--output={out}", "--input_shape=input:1,3,512,1024",
+      "--soc_version=Ascend310"], r"opname \[input\] is not exist in model"),
+    (["--framework=5", "--model={onnx}", "--output={out}", "--input_shape=image:1,3,1024,512",
+      "--soc_version=Ascend310"], r"does not match the model's image shape"),
+    (["--framework=5", "--model={onnx}", "--output={out}", "--input_shape=image:-1,3,512,1024",
+      "--soc_version=Ascend310"], r"-1 needs --dynamic_batch_size"),
+    (["--framework=5", "--model={onnx}", "--output={out}", "--input_shape", "image:1,3,512,1024",
+      "--soc_version=Ascend310"], r"atc takes --name=value"),
+    (["--framework=5", "--model={onnx}", "--output={out}", "--soc_version=Ascend310", "--batch=1"],
+     r"unknown command line flag 'batch'"),
+    (["--framework=3", "--model={onnx}", "--output={out}", "--soc_version=Ascend310"], r"converts ONNX only"),
+], ids=["bare-chip-name", "no-soc", "wrong-input-name", "wrong-dims", "dynamic-batch", "no-equals", "unknown-flag",
+        "tensorflow"])
+def test_fake_atc_rejects_what_atc_rejects(fakes, toy: dict, tmp_path: Path, flags: list[str], message: str) -> None:
+    """The fake is strict like atc, so the gate's own command line is really checked by it."""
+    argv = [f.format(onnx=toy["onnx"], out=tmp_path / "m") for f in flags]
+    proc = subprocess.run(["atc", *argv], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert re.search(message, proc.stdout), proc.stdout
+    assert "ATC run failed" in proc.stdout and not list(tmp_path.glob("*.om"))
+
+
+def test_atc_writes_a_static_om_for_the_seed_command(fakes, toy: dict) -> None:
+    om = _convert(toy, 4, "Ascend310")
+    assert om == toy["root"] / "om" / "intraDA_deeplabv2_bs4.om"
+    assert tools.om_is_fake(om) and tools.om_batch_size_from_name(om) == 4
+    header = json.loads(om.read_bytes().split(b"\n", 2)[1])
+    assert header["inputs"] == [{"name": "image", "shape": [4, 3, 512, 1024]}]
+    assert header["soc_version"] == "Ascend310" and header["precision_mode"] == "force_fp16"
+    assert header["atc_argv"] == atc.atc_command("atc", toy["onnx"].absolute(), om.with_suffix(""), 4,
+                                                 "Ascend310")[1:]
+    log = (om.parent / "atc_bs4.log").read_text()
+    assert "ATC run success" in log and "--input_shape=image:4,3,512,1024" in log
+
+
+def test_atc_failure_quotes_the_log_tail_and_keeps_the_log(fakes, toy: dict, tmp_path: Path) -> None:
+    fakes.setenv("INTRADA_FAKE_ATC_FAIL", "Op[Conv_17] has no kernel for Ascend310P3")
+    kept = tmp_path / "logs" / "atc_bs1_key.log"
+    with pytest.raises(ToolError) as err:
+        atc.convert(tools.find_atc().path, toy["onnx"], tmp_path / "build", 1, "Ascend310P3", keep_failed_log=kept)
+    text = str(err.value)
+    assert "exited with code 1" in text and "Op[Conv_17] has no kernel for Ascend310P3" in text
+    assert "ATC run failed" in text and f"full log: {kept}" in text and "\n" not in text
+    assert "E19999" in kept.read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# --om
+
+def test_om_option_maps_batch_sizes_from_the_seed_names(tmp_path: Path) -> None:
+    for name in ("intraDA_deeplabv2_bs1.om", "intraDA_deeplabv2_bs16_linux_x86_64.om"):
+        (tmp_path / name).write_bytes(b"x")
+    assert tools.resolve_om_option(tmp_path) == {1: tmp_path / "intraDA_deeplabv2_bs1.om",
+                                                 16: tmp_path / "intraDA_deeplabv2_bs16_linux_x86_64.om"}
+    (tmp_path / "model.om").write_bytes(b"x")
+    with pytest.raises(ToolError, match=r"cannot tell the om's static batch size from its name.*_bs<N>\.om"):
+        tools.resolve_om_option(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ToolError, match="holds no .om"):
+        tools.resolve_om_option(tmp_path / "empty")
+
+
+# ---------------------------------------------------------------------------------------------
+# runners
+
+def _runner(kind: str, om: Path, batch_size: int) -> runners.AscendRunner:
+    return runners.make_runner(kind, om, batch_size=batch_size, benchmark=tools.find_benchmark())
+
+
+@pytest.mark.parametrize("kind", runners.RUNNERS)
+def test_runner_reads_the_documented_outputs_and_the_tools_own_throughput(fakes, toy: dict, tmp_path: Path,
+                                                                          kind: str) -> None:
+    """bs2 om, 3 images: the last batch is padded; per-sample files in the tool's naming; outputs
+    are the model's (fp16-rounded); the throughput is the tool's 1000*bs/mean(NPU ms)."""
+    fakes.setenv("INTRADA_FAKE_NPU_MS", "40")  # NPU compute time per batch -> 1000 * 2 / 40 = 50 fps
+    om = _convert(toy, 2)
+    run = _runner(kind, om, 2).run_split(toy["bins"], toy["names"], tmp_path / "out")
+    assert run.tool == kind and run.fake and run.batch_size == 2 and run.names == tuple(toy["names"])
+    assert run.throughput == pytest.approx(50.0, rel=1e-4)
+    expected_files = {f"{n}{suffix}" for n in toy["names"]
+                      for suffix in ({"_1.bin", "_2.bin"} if kind == "benchmark" else {"_0.bin", "_1.bin"})}
+    assert {p.name for p in run.dumps.iterdir()} == expected_files  # nothing for the padded sample
+    assert run.convention == ("benchmark" if kind == "benchmark" else "ais_bench")
+    dumps = run.open()
+    for name in toy["names"]:
+        aux, main = _ort_outputs(toy["onnx"], toy["bins"], name)
+        np.testing.assert_array_equal(dumps.read(name, "aux"), aux)
+        np.testing.assert_array_equal(dumps.read(name, "main"), main)
+    if kind == "ais_bench-cli":
+        out = tmp_path / "out"
+        assert list(run.command) == [sys.executable, "-m", "ais_bench", "--model", str(om), "--input",
+                                     str(toy["bins"]), "--output", str(out), "--output_dirname", "bs2",
+                                     "--batchsize", "2", "--device", "0"]
+        summary = json.loads((out / "bs2_summary.json").read_text())
+        assert summary["args"][1:] == list(run.command[3:])  # what the tool received
+        assert run.dumps == out / "bs2"
+    if kind == "benchmark":
+        work = tmp_path / "out"
+        info = work / "intraDA_deeplabv2_pre_bin_512_1024.info"
+        assert list(run.command) == [str(tools.find_benchmark()), "-model_type=vision", "-device_id=0",
+                                     "-batch_size=2", f"-om_path={om}", f"-input_text_path={info}",
+                                     "-input_width=1024", "-input_height=512", "-output_binary=True",
+                                     "-useDvpp=False"]
+        assert run.dumps == work / "result" / "dumpOutput_device0"
+        lines = info.read_text().split("\n")
+        assert sorted(ln.split()[1] for ln in lines if ln) == sorted(str(toy["bins"] / f"{n}.bin")
+                                                                    for n in toy["names"])
+        assert all(ln.endswith(" 512 1024") for ln in lines if ln)  # the seed's swapped width/height
+
+
+@pytest.mark.parametrize("kind", runners.RUNNERS)
+def test_runner_interface_pads_and_splits_batches(fakes, toy: dict, kind: str) -> None:
+    om = _convert(toy, 2)
+    batch = np.stack([np.fromfile(toy["bins"] / f"{n}.bin", dtype=np.float32).reshape(protocol.INPUT_SHAPE_CHW)
+                      for n in toy["names"]])
+    with _runner(kind, om, 2) as runner:
+        aux, main = runner.infer(batch)
+    assert aux.shape == main.shape == (3, *protocol.OUTPUT_SHAPE_CHW)
+    for i, name in enumerate(toy["names"]):
+        ref_aux, ref_main = _ort_outputs(toy["onnx"], toy["bins"], name)
+        np.testing.assert_array_equal(aux[i], ref_aux)
+        np.testing.assert_array_equal(main[i], ref_main)
+
+
+def test_fake_misbehaviour_is_what_the_gate_must_catch(fakes, toy: dict) -> None:
+    """swap writes the heads in the wrong order; noise and perturb change the logits."""
+    om = _convert(toy, 1)
+    x = np.fromfile(toy["bins"] / f"{toy['names'][0]}.bin", dtype=np.float32).reshape(1, *protocol.INPUT_SHAPE_CHW)
+    ref_aux, ref_main = _ort_outputs(toy["onnx"], toy["bins"], toy["names"][0])
+    got = {}
+    for mode in ("fp16", "exact", "swap", "noise", "perturb"):
+        fakes.setenv("INTRADA_FAKE_NPU_OUTPUTS", mode)
+        with _runner("ais_bench-api", om, 1) as runner:
+            got[mode] = runner.infer(x)
+    np.testing.assert_array_equal(got["fp16"][1][0], ref_main)
+    np.testing.assert_array_equal(got["swap"][0][0], ref_main)
+    np.testing.assert_array_equal(got["swap"][1][0], ref_aux)
+    exact_main = _ort_outputs(toy["onnx"], toy["bins"], toy["names"][0], fp16=False)[1]
+    np.testing.assert_allclose(got["exact"][1][0], exact_main, rtol=1e-6, atol=1e-5)
+    assert not np.allclose(got["exact"][1][0], ref_main, rtol=0, atol=0)  # fp16 rounding is visible
+    assert not np.allclose(got["noise"][1][0], ref_main, rtol=0.01)
+    assert (got["perturb"][1][0].argmax(0) != ref_main.argmax(0)).mean() > 0.05
+
+
+@pytest.mark.parametrize("kind", runners.RUNNERS)
+def test_tool_failure_is_a_one_line_tool_error(fakes, toy: dict, tmp_path: Path, kind: str) -> None:
+    om = _convert(toy, 1)
+    fakes.setenv("INTRADA_FAKE_NPU_FAIL", "aclrtMalloc failed, error code 207001")
+    with pytest.raises(ToolError) as err:
+        _runner(kind, om, 1).run_split(toy["bins"], toy["names"][:1], tmp_path / "out")
+    text = str(err.value)
+    assert "aclrtMalloc failed, error code 207001" in text and "\n" not in text
+    if kind != "ais_bench-api":
+        assert "exited with code 1" in text and "full log: " in text
+
+
+def test_an_om_for_another_chip_does_not_load(fakes, toy: dict, tmp_path: Path) -> None:
+    om = _convert(toy, 1, "Ascend310", out="om310")  # the fake device is a 310P3
+    with pytest.raises(ToolError, match=r"built for Ascend310 but device 0 is Ascend310P3"):
+        _runner("ais_bench-cli", om, 1).run_split(toy["bins"], toy["names"][:1], tmp_path / "out")
+
+
+def test_benchmark_perf_file_is_parsed_like_the_seeds_parse_py(tmp_path: Path) -> None:
+    seed_style = ("[e2e] throughputRate: 5.43018, latency: 695926\n"
+                  "[data read] throughputRate: 5.6839, moduleLatency: 175.935\n"
+                  "[preprocess] throughputRate: 5.52475, moduleLatency: 181.004\n"
+                  "[infer] throughputRate: 5.43899, Interface throughputRate: 7.67659, moduleLatency: 181.881\n"
+                  "[post] throughputRate: 5.43898, moduleLatency: 183.858\n")
+    assert runners.parse_benchmark_perf(seed_style) == {"interface_throughput": 7.67659, "e2e_throughput": 5.43018}
+    older = seed_style.replace("[infer]", "[inference]").replace("7.67659", "7.67659samples/s")
+    assert runners.parse_benchmark_perf(older)["interface_throughput"] == 7.67659
+    with pytest.raises(ToolError, match="no positive 'Interface throughputRate'"):
+        runners.parse_benchmark_perf(seed_style.replace("Interface ", ""), tmp_path / "perf.txt")
+
+
+def test_ais_bench_summary_without_timing_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bs1_summary.json"
+    path.write_text(json.dumps({"throughput": 0, "NPU_compute_time": {"mean": 0}}))
+    with pytest.raises(ToolError, match=r"'throughput' is 0, expected a positive number"):
+        runners.read_ais_bench_summary(path)
+    with pytest.raises(ToolError, match="wrote no summary file"):
+        runners.read_ais_bench_summary(tmp_path / "missing_summary.json")
+
+
+def test_importing_the_ascend_package_needs_no_ascend_software(no_ascend) -> None:
+    code = ("import sys, intrada.ascend, intrada.ascend.runners, intrada.ascend.atc, intrada.ascend.tools; "
+            "assert not [m for m in sys.modules if m.startswith(('ais_bench', 'aclruntime', 'acl'))]")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert not tools.discover().anything
