@@ -71,10 +71,8 @@ def load_label_cached(label: Path, cache_dir: Path | None) -> tuple[np.ndarray, 
         arr = np.load(entry, allow_pickle=False)
         if arr.shape == _LABEL_SHAPE and arr.dtype == np.uint8:
             return arr, True
-    except FileNotFoundError:
-        pass
     except (OSError, ValueError, EOFError):
-        pass  # truncated or foreign file: fall through and rewrite it
+        pass  # not cached yet, truncated or foreign: decode and (re)write it
     arr = load_train_ids(label)
     tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
     try:
@@ -171,7 +169,7 @@ def evaluate_dumps(samples: Sequence[Sample], dumpset: DumpSet, *, workers: int 
     predictions: dict[str, np.ndarray] = {}
     hits = 0
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     def collect(name: str, matrix: np.ndarray, pred: np.ndarray | None, hit: bool) -> None:
         nonlocal hits
