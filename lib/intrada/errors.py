@@ -18,6 +18,10 @@ class IntradaError(Exception):
         self.hint = hint
         super().__init__(str(self))
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, str | None]]:
+        # Worker processes send errors back pickled; the default reduce passes only the message.
+        return (type(self), (self.where, self.problem, self.hint))
+
     def __str__(self) -> str:
         text = f"{self.where}: {self.problem}"
         if self.hint:
