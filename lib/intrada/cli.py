@@ -122,7 +122,8 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
 
     samples = list_samples(args.root, args.split, max_images=args.max_images)
     dumps = DumpSet.open(args.dump_dir, samples, convention=None if args.dump_format == "auto" else args.dump_format)
-    result = evaluate_dumps(samples, dumps, workers=args.workers, progress=not args.quiet)
+    result = evaluate_dumps(samples, dumps, workers=args.workers, progress=not args.quiet,
+                            label_cache_dir=args.label_cache)
     score = result.score
     print(score.table())
     print(f"mIoU: {score.miou_rounded:.2f} ({score.num_images} images, {dumps.convention} dumps)")
@@ -213,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", default="val", help="Default: val")
     sp.add_argument("--max-images", type=_positive, default=None, help="Default: all")
     sp.add_argument("--workers", type=_positive, default=min(2, os.cpu_count() or 1), help="Default: 2")
+    sp.add_argument("--label-cache", metavar="DIR", default=None,
+                    help="keep decoded trainId maps here so later runs skip PNG decoding. Default: none")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sp = add("demo", cmd_demo, "write the embedded demo submission (checkpoint, Cityscapes-format split, thresholds)")
