@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from test_accuracy import judge_miou
 
+from fixtures.ascend import run_fakes
 from intrada.compare import Limits, ParityResult, TensorStats
 
 pytestmark = pytest.mark.om
@@ -84,7 +85,7 @@ def test_om_throughput(om_gate, batch_size, om_runs, onnx_outputs, submission, t
     4 chips). The run's outputs must match the ONNX first: a fast wrong answer fails."""
     run = om_runs.run(batch_size)
     setup = om_gate
-    extra = [run.tool] if run.fake else []
+    extra = run_fakes(setup, run)
     label = setup.device_label(*extra)
     same = compare_with_onnx(onnx_outputs, run.open(list(submission.samples)), f"om bs{batch_size} via {run.tool}",
                              list(submission.names), om_limits(thresholds))

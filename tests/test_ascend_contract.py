@@ -408,3 +408,223 @@ def test_importing_the_ascend_package_needs_no_ascend_software(no_ascend) -> Non
             "assert not [m for m in sys.modules if m.startswith(('ais_bench', 'aclruntime', 'acl'))]")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert not tools.discover().anything
+
+
+# ---------------------------------------------------------------------------------------------
+# the om gate end to end (pytester runs of acceptance/), on the toy model and a 2-image split
+
+def _toy_cityscapes(root: Path, n: int = 2) -> Path:
+    """A tiny split in the official layout: smooth 2048x1024 images, blocky labelIds."""
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    label_ids = np.array(sorted(protocol.LABEL_ID_TO_TRAIN_ID), dtype=np.uint8)
+    for i in range(n):
+        city = ("frankfurt", "lindau", "munster")[i % 3]
+        name = f"{city}_000000_{i:06d}"
+        for sub in ("leftImg8bit", "gtFine"):
+            (root / sub / "val" / city).mkdir(parents=True, exist_ok=True)
+        small = rng.integers(0, 256, (24, 48, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((protocol.IMAGE_W, protocol.IMAGE_H), Image.Resampling.BILINEAR).save(
+            root / "leftImg8bit" / "val" / city / f"{name}{protocol.IMAGE_SUFFIX}")
+        labels = label_ids[rng.integers(0, len(label_ids), (16, 32))]
+        Image.fromarray(labels).resize((protocol.LABEL_W, protocol.LABEL_H), Image.Resampling.NEAREST).save(
+            root / "gtFine" / "val" / city / f"{name}{protocol.LABEL_SUFFIX}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def toy_gate(toy: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The toy submission (--onnx, --cityscapes) and one artifact cache shared by every gate run here,
+    so bins and ONNX Runtime outputs are computed once."""
+    root = tmp_path_factory.mktemp("toy-gate")
+    split = _toy_cityscapes(root / "cityscapes")
+    return {"cache": root / "cache", "args": ["--onnx", str(toy["onnx"]), "--cityscapes", str(split)],
+            "split": split, "onnx": toy["onnx"]}
+
+
+def run_gate(pytester: pytest.Pytester, cache: Path, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        str(REPO / "acceptance"), "-c", str(REPO / "pytest.ini"), "--rootdir", str(REPO), "-p", "no:cacheprovider",
+        "--cache-dir", str(cache), *args, timeout=900)
+
+
+def skip_reasons(result: pytest.RunResult) -> set[str]:
+    """Reasons of the -ra summary lines ``SKIPPED [n] path:line: reason``."""
+    return {re.sub(r"^SKIPPED \[\d+\] [^:]+:\d+: ", "", line) for line in result.outlines
+            if line.startswith("SKIPPED [")}
+
+
+def read_report(directory: Path) -> dict:
+    return json.loads((directory / "report.json").read_text())
+
+
+def test_without_ascend_tools_every_om_test_skips_with_one_reason(pytester: pytest.Pytester, no_ascend,
+                                                                   toy_gate: dict) -> None:
+    if tools.discover().anything:
+        pytest.skip("real Ascend tools are installed on this machine: nothing-available cannot be simulated")
+    from fixtures.ascend import NOTHING_REASON
+
+    result = run_gate(pytester, toy_gate["cache"], "-m", "om", *toy_gate["args"], "--batch-sizes", "1,4")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("skipped") == 7 and "passed" not in outcomes and "failed" not in outcomes, outcomes
+    assert skip_reasons(result) == {NOTHING_REASON}
+    assert "pass --dumps DIR" in NOTHING_REASON and "ais_bench" in NOTHING_REASON and "set_env.sh" in NOTHING_REASON
+
+
+@pytest.mark.parametrize("setup, reason", [
+    ("om-only", "--om was given but nothing can run it: pip install the aclruntime and ais_bench wheels"),
+    ("benchmark-only", "benchmark can run an om but there is none: pass --om PATH"),
+    ("cli-requested", "--om-runner ais_bench-cli: ais_bench is not importable by this Python"),
+    ("no-soc", "atc needs --soc_version (no --soc-version and no npu-smi on PATH): pass --soc-version"),
+])
+def test_partial_setups_skip_live_om_tests_saying_what_is_missing(pytester: pytest.Pytester, fakes, toy: dict,
+                                                                   toy_gate: dict, tmp_path: Path, setup: str,
+                                                                   reason: str) -> None:
+    args = ["-m", "om", *toy_gate["args"], "--batch-sizes", "1"]
+    only = tmp_path / "only"
+    only.mkdir()
+    if setup == "om-only":
+        args += ["--om", str(_convert(toy, 1))]  # converted while atc is still reachable
+        fakes.setenv("PATH", _base_path())
+        fakes.delenv("PYTHONPATH")
+    elif setup == "benchmark-only":
+        (only / tools.benchmark_name()).symlink_to(FAKE_BIN / "benchmark.x86_64")
+        fakes.setenv("PATH", os.pathsep.join([str(only), _base_path()]))
+        fakes.delenv("PYTHONPATH")
+    elif setup == "cli-requested":
+        fakes.delenv("PYTHONPATH")
+        args += ["--om-runner", "ais_bench-cli"]
+    else:  # atc and ais_bench, but nothing tells atc the SoC
+        (only / "atc").symlink_to(FAKE_ATC_BIN / "atc")
+        fakes.setenv("PATH", os.pathsep.join([str(only), _base_path()]))
+    result = run_gate(pytester, toy_gate["cache"], *args)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("skipped") == 6 and "failed" not in outcomes and "error" not in outcomes, outcomes
+    live = {r for r in skip_reasons(result) if "--dumps" not in r.split(":")[0]}
+    assert any(reason in r for r in live), live
+
+
+def test_faithful_om_passes_and_is_reported_as_a_contract_test(pytester: pytest.Pytester, fakes,
+                                                                 toy_gate: dict, tmp_path: Path) -> None:
+    """fp16 rounding (the fake's force_fp16) stays within the om limits; the 310P3 bs1 target is met
+    by the reported NPU time; bs2 has no target and is recorded, not judged. Every record says FAKE."""
+    fakes.setenv("INTRADA_FAKE_NPU_MS", "20")  # 1000 * 1 / 20 = 50 fps >= 46.25
+    report = tmp_path / "report"
+    result = run_gate(pytester, toy_gate["cache"], "-m", "om and not accuracy", *toy_gate["args"],
+                      "--om-runner", "ais_bench-cli", "--batch-sizes", "1,2", "--report", str(report))
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed") == 3 and outcomes.get("skipped") == 3 and "failed" not in outcomes, \
+        "\n".join(result.outlines[-30:])
+    data = read_report(report)
+    setup = data["sections"]["om.setup"]
+    assert setup["runner"] == "ais_bench-cli" and setup["soc_version"] == "Ascend310P3"
+    assert setup["soc_source"] == "npu-smi info"
+    assert setup["fake_components"] == ["ais_bench", "atc", "benchmark.x86_64", "npu-smi"]
+    parity = data["sections"]["om.parity.om"]
+    assert parity["passed"] and parity["contract_fake"] and parity["run"]["fake"]
+    assert "FAKE: contract-test" in parity["candidate"]
+    rows = {r["batch_size"]: r for r in data["sections"]["perf"]}
+    assert rows[1]["fps"] == pytest.approx(50.0, rel=1e-4) and rows[1]["min_fps"] == 46.25
+    assert rows[1]["contract_fake"] and "FAKE: contract-test" in rows[1]["device"]
+    assert rows[1]["device"].startswith("Ascend310P3 (device 0)") and "not a device result" in rows[1]["device"]
+    assert "summary.json 'throughput'" in rows[1]["fps_basis"]
+    assert rows[2]["fps"] == pytest.approx(100.0, rel=1e-4) and "recorded, not judged" in rows[2]["threshold_source"]
+    assert any("no [[devices]] target for Ascend310P3 at bs2" in r for r in skip_reasons(result))
+    assert data["sections"]["om.miou_delta.om"]["contract_fake"]
+
+
+@pytest.mark.parametrize("mode, failure", [
+    ("swap", r"main: cosine -?0\.\d+ < 0\.99"),
+    ("noise", r"rel\. euclidean 0\.\d+ > 0\.05"),
+    ("perturb", r"main: argmax agreement \d+\.\d+% < 99\.000%"),
+])
+def test_broken_om_fails_the_om_gate(pytester: pytest.Pytester, fakes, toy_gate: dict, mode: str,
+                                     failure: str) -> None:
+    """Wrong output order, fp16-like noise beyond the limits, perturbed logits: each fails om-vs-ONNX
+    parity (the Python API runner is used: it is the default when importable)."""
+    fakes.setenv("INTRADA_FAKE_NPU_OUTPUTS", mode)
+    result = run_gate(pytester, toy_gate["cache"], "-m", "om", "-k", "test_om_matches_onnx and not dumps", *toy_gate["args"],
+                      "--batch-sizes", "1")
+    failed = [line for line in result.outlines if line.startswith("FAILED")]
+    assert len(failed) == 1 and "test_om_matches_onnx[om]" in failed[0], "\n".join(result.outlines[-30:])
+    text = result.stdout.str()
+    assert re.search(failure, text), text[-3000:]
+    assert "via ais_bench-api" in text and "FAKE: contract-test" in text
+
+
+def test_slow_om_fails_the_device_target(pytester: pytest.Pytester, fakes, toy_gate: dict) -> None:
+    fakes.setenv("INTRADA_FAKE_NPU_MS", "40")  # 25 fps < 46.25
+    result = run_gate(pytester, toy_gate["cache"], "-m", "om", "-k", "throughput", *toy_gate["args"],
+                      "--batch-sizes", "1")
+    result.assert_outcomes(failed=1)
+    assert re.search(r"bs1: 25\.000 fps per card < 46\.25 \(ais_bench 1000\*batchsize/mean", result.stdout.str())
+
+
+def test_310_card_throughput_is_the_per_chip_rate_times_four(pytester: pytest.Pytester, fakes, toy_gate: dict,
+                                                              tmp_path: Path) -> None:
+    """The seed's 310 figure: benchmark's per-chip Interface throughputRate x 4 chips (7.27 x 4 = 29.09
+    >= 28.792, while the per-chip rate alone would fail); the report row says so."""
+    fakes.setenv("INTRADA_FAKE_NPU_CHIP", "310")
+    fakes.setenv("INTRADA_FAKE_NPU_MS", "550")  # bs4: 1000 * 4 / 550 = 7.2727 per chip
+    report = tmp_path / "report"
+    result = run_gate(pytester, toy_gate["cache"], "-m", "om", "-k", "throughput", *toy_gate["args"],
+                      "--om-runner", "benchmark", "--batch-sizes", "4", "--report", str(report))
+    result.assert_outcomes(passed=1)
+    (row,) = read_report(report)["sections"]["perf"]
+    assert row["device"].startswith("Ascend310 (device 0) [FAKE") and row["backend"] == "ascend om (benchmark)"
+    assert row["fps_per_chip"] == pytest.approx(7.2727, rel=1e-3) and row["chips_per_card"] == 4
+    assert row["fps"] == pytest.approx(29.0909, rel=1e-3) and row["min_fps"] == 28.792
+    assert "Interface throughputRate" in row["fps_basis"] and "x 4 chips per Ascend310 card" in row["fps_basis"]
+
+
+def _fake_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in FAKE_ENV_VARS}
+    env.update(PATH=os.pathsep.join([str(FAKE_ATC_BIN), str(FAKE_BIN), _base_path()]), PYTHONPATH=str(FAKE_PYTHON),
+               **extra)
+    return env
+
+
+@pytest.mark.parametrize("mode", ["fp16", "swap"])
+def test_recorded_dumps_alone_are_judged_against_the_onnx(pytester: pytest.Pytester, no_ascend, toy_gate: dict,
+                                                           tmp_path: Path, mode: str) -> None:
+    """The workflow without a device here: ais_bench ran on an Ascend machine and its output folder
+    is passed with --dumps. Parity and |delta mIoU| are judged; the live-om tests say why they skip."""
+    from intrada.cityscapes import list_samples
+    from intrada.preprocess import preprocess_split
+
+    bins = tmp_path / "bins"
+    preprocess_split(list_samples(toy_gate["split"]), bins, workers=1)
+    # on "the device": the seed's conversion and the README's ais_bench command
+    subprocess.run(["atc", "--framework=5", f"--model={toy_gate['onnx']}", f"--output={tmp_path / 'toy_bs1'}",
+                    "--input_format=NCHW", "--input_shape=image:1,3,512,1024", "--soc_version=Ascend310P3",
+                    "--log=error"], check=True, env=_fake_env(), capture_output=True)
+    subprocess.run([sys.executable, "-m", "ais_bench", "--model", str(tmp_path / "toy_bs1.om"), "--batchsize", "1",
+                    "--input", str(bins), "--output", str(tmp_path / "result"), "--output_dirname", "result_bs1"],
+                   check=True, env=_fake_env(INTRADA_FAKE_NPU_OUTPUTS=mode), capture_output=True)
+    result = run_gate(pytester, toy_gate["cache"], "-m", "om", *toy_gate["args"], "--batch-sizes", "1",
+                      "--dumps", str(tmp_path / "result" / "result_bs1"))
+    outcomes = result.parseoutcomes()
+    failed = [line for line in result.outlines if line.startswith("FAILED")]
+    if mode == "fp16":
+        assert outcomes.get("passed") == 2 and outcomes.get("skipped") == 4, "\n".join(result.outlines[-30:])
+    else:  # the toy's two heads score alike, so only the tensor comparison can catch the swap here
+        assert len(failed) == 1 and "test_om_matches_onnx[dumps]" in failed[0], "\n".join(result.outlines[-30:])
+        assert "recorded device outputs --dumps" in result.stdout.str() and "main: cosine" in result.stdout.str()
+    assert any(r.startswith("judging --dumps only: no atc, ais_bench or benchmark here") for r in skip_reasons(result))
+
+
+def test_atc_failure_fails_the_om_tests_quoting_its_log(pytester: pytest.Pytester, fakes, toy_gate: dict) -> None:
+    fakes.setenv("INTRADA_FAKE_ATC_FAIL", "Op[Conv_1] unsupported on this SoC")
+    # a SoC no other test converts for: the om cache must miss so that atc really runs
+    result = run_gate(pytester, toy_gate["cache"], "-m", "om", "-k", "not dumps", *toy_gate["args"],
+                      "--batch-sizes", "1", "--soc-version", "Ascend310B1")
+    outcomes = result.parseoutcomes()
+    # every live-om test errors with the same atc failure; atc ran once (the failure is remembered)
+    assert outcomes.get("errors", 0) + outcomes.get("failed", 0) == 4 and "passed" not in outcomes, outcomes
+    assert "0 built (0 after corruption, 1 failed)" in result.stdout.str()
+    text = result.stdout.str()
+    m = re.search(r"ToolError: atc \(\S+ -> intraDA_deeplabv2_bs1\.om, Ascend310B1\): exited with code 1; last "
+                  r"output: .*Op\[Conv_1\] unsupported on this SoC.*full log: (\S+\.log)", text)
+    assert m, text[-3000:]
+    assert "INTRADA_FAKE_ATC_FAIL" in Path(m.group(1)).read_text()
