@@ -14,7 +14,7 @@ import os
 import secrets
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -167,7 +167,7 @@ def _check_samples(samples: Sequence[Sample], out_dir: Path) -> None:
         seen.add(s.name)
 
 
-def preprocess_split(samples: Sequence[Sample], out_dir: str | os.PathLike[str], *, workers: int = 2,
+def preprocess_split(samples: Iterable[Sample], out_dir: str | os.PathLike[str], *, workers: int = 2,
                      progress: bool = False) -> list[Path]:
     """Write ``<out_dir>/<sample.name>.bin`` for every sample; return the paths in sample order.
 
@@ -177,6 +177,7 @@ def preprocess_split(samples: Sequence[Sample], out_dir: str | os.PathLike[str],
     killed or fails never leaves a partial file under a final ``.bin`` name; bins completed before
     a failure stay (they are whole). Other files already in ``out_dir`` are left alone.
     """
+    samples = list(samples)
     out = Path(out_dir)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise IntradaError("preprocess workers", f"must be a positive integer, got {workers!r}", "use 1 or 2")
