@@ -241,6 +241,31 @@ def test_duplicate_names_and_bad_arguments_are_refused(tree: Path, tmp_path: Pat
         preprocess_split([s], tmp_path, workers=0)
 
 
+@pytest.mark.skipif(preprocess._pool_context().get_start_method() != "fork",
+                    reason="the patched writer reaches the workers only when they are forked")
+def test_a_worker_killed_mid_write_is_a_clear_error_and_leaves_nothing_partial(
+        tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = list_samples(tree)
+    victim = Sample("frankfurt_000099_000099_leftImg8bit", "frankfurt", good[0].image, None)
+    real = preprocess._write_bin
+
+    def dying(image: Path, final: Path, token: str, buffer: np.ndarray) -> None:
+        if final.name.startswith(victim.name):
+            preprocess._tmp_name(final, token).write_bytes(b"\0" * 1000)  # half-written, then SIGKILL
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(image, final, token, buffer)
+
+    monkeypatch.setattr(preprocess, "_write_bin", dying)
+    out = tmp_path / "bins"
+    with pytest.raises(BinsError, match=r"bins: a preprocessing worker process died \(killed, or out of memory\)"):
+        preprocess_split([good[0], victim, good[1], good[2]], out, workers=2)
+    left = os.listdir(out)
+    assert f"{victim.name}.bin" not in left
+    assert all(n.endswith(".bin") for n in left), left  # the victim's temporary file was removed
+    for name in left:
+        assert (out / name).read_bytes() == reference_bin(next(s.image for s in good if s.name + ".bin" == name))
+
+
 KILL_SCRIPT = textwrap.dedent("""
     import sys
     from intrada.cityscapes import Sample, list_samples

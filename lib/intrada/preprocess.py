@@ -207,9 +207,9 @@ def preprocess_split(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
 def _run_pool(samples: Sequence[Sample], finals: list[Path], token: str, workers: int, bar: Any,
               out: Path) -> None:
     jobs = [(os.fspath(s.image), os.fspath(f)) for s, f in zip(samples, finals)]
-    # A task costs well under a millisecond against ~30 ms per image, so chunks only need to be large
-    # enough to amortise that at dataset scale; small splits use single images so that both workers
-    # finish together (a long last chunk on one worker would idle the other core).
+    # A task costs well under a millisecond against ~50 ms of CPU per image, so chunks only need to
+    # be large enough to amortise that at dataset scale; small splits use single images so that both
+    # workers finish together (a long last chunk on one worker would idle the other core).
     size = max(1, min(4, len(jobs) // (workers * 8)))
     chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
     executor = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context())
@@ -225,8 +225,9 @@ def _run_pool(samples: Sequence[Sample], finals: list[Path], token: str, workers
         raise BinsError(out, "a preprocessing worker process died (killed, or out of memory)",
                         "rerun; bins already written are complete, and workers=1 needs less memory") from None
     finally:
-        # Queued chunks are dropped; chunks in flight finish their current files, so nothing is
-        # left half-written by us (a worker killed from outside leaves only a hidden .tmp file).
+        # Queued chunks are dropped; chunks in flight run to their end (at most 4 images), so no
+        # file is left half-written by us. A worker killed from outside leaves a hidden .tmp file,
+        # which the caller removes by this run's token.
         executor.shutdown(wait=True, cancel_futures=True)
 
 
