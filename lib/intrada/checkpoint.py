@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import warnings
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -39,6 +41,26 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
+def _unpickler_reason(exc: BaseException) -> str:
+    """The one informative line of torch's long weights_only error (e.g. "Unsupported operand 149" or
+    "Trying to load unsupported GLOBAL posix.system ...")."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        if "GLOBAL" in ln or "Unsupported" in ln or "reduce" in ln.lower() or "global" in ln.lower():
+            return ln[:160]
+    for i, ln in enumerate(lines):
+        if ln.startswith("WeightsUnpickler error") and i + 1 < len(lines):
+            return lines[i + 1][:160]
+    return _first_line(exc)
+
+
+def _is_code(reason: str) -> bool:
+    # A GLOBAL / REDUCE of something outside the allow-list is code the file wants to run or objects
+    # it wants to build; an unsupported *operand* only means the bytes are not a torch pickle.
+    low = reason.lower()
+    return "global" in low or "reduce" in low or "build" in low or "unsupported class" in low
+
+
 def read_state_dict(path: str | os.PathLike[str]) -> Checkpoint:
     """Read a .pth without executing pickled code, unwrap it, and return the raw state_dict."""
     path = Path(path)
@@ -50,20 +72,35 @@ def read_state_dict(path: str | os.PathLike[str]) -> Checkpoint:
         raise CheckpointError(path, "checkpoint is empty (0 bytes)", "re-download or re-save the .pth")
     try:
         # weights_only=True: a checkpoint is data; unpickling arbitrary objects would run their code.
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it may not support before failing on them; the
+            # failure below is the message the user gets.
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        msg = _first_line(exc)
-        if "Weights only load failed" in str(exc) or "Unsupported" in str(exc):
-            raise CheckpointError(path, "refused to unpickle: the file holds Python objects or code, not only "
-                                  "tensors (weights_only loading)", "save with torch.save(model.state_dict()); "
+        reason = _unpickler_reason(exc)
+        if _is_code(reason):
+            glob = re.search(r"GLOBAL ([\w.]+)", reason)
+            raise CheckpointError(path, "refused to unpickle: the file holds Python objects or code, not only tensors "
+                                  f"(weights_only loading): it asks for {glob.group(1) if glob else reason}; nothing "
+                                  "in it was executed", "save with torch.save(model.state_dict()); "
                                   "never load untrusted pickles with weights_only=False") from None
-        raise CheckpointError(path, f"not a PyTorch checkpoint ({msg})", "pass a .pth written by torch.save") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError,
+        raise CheckpointError(path, f"not a PyTorch checkpoint (the weights-only unpickler stopped at: {reason})",
+                              "pass a .pth written by torch.save(model.state_dict())") from None
+    except KeyError:
+        # torch's legacy reader indexes a magic-number table with the first bytes of arbitrary data.
+        raise CheckpointError(path, "not a PyTorch checkpoint (unknown file format)",
+                              "pass a .pth written by torch.save(model.state_dict())") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError,
             AttributeError, TypeError) as exc:
         msg = _first_line(exc)
-        kind = "truncated or corrupt" if any(s in msg for s in ("central directory", "EOF", "truncat",
-                                                                   "failed reading")) else "unreadable"
-        raise CheckpointError(path, f"{kind} PyTorch checkpoint ({msg})", "re-download or re-save the .pth") from None
+        corrupt = isinstance(exc, EOFError) or any(s in msg for s in ("central directory", "EOF", "truncat",
+                                                                         "failed reading", "Ran out of input"))
+        if corrupt:
+            raise CheckpointError(path, f"truncated or corrupt PyTorch checkpoint ({msg or type(exc).__name__})",
+                                  "re-download or re-save the .pth") from None
+        raise CheckpointError(path, f"not a PyTorch checkpoint ({msg})",
+                              "pass a .pth written by torch.save(model.state_dict())") from None
     state, remaps = _unwrap(path, obj)
     return Checkpoint(path, state, "; ".join(remaps) or None)
 
