@@ -137,7 +137,7 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import write_demo
 
-    out = write_demo(args.out_dir, n_images=args.images, progress=not args.quiet)
+    out = write_demo(args.out_dir, n_images=args.images)
     print(f"wrote the demo submission to {out}: checkpoint.pth, cityscapes/, thresholds.toml\n"
           f"judge it: pytest acceptance --weights {out}/checkpoint.pth --cityscapes {out}/cityscapes "
           f"--thresholds {out}/thresholds.toml")
@@ -220,8 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("demo", cmd_demo, "write the embedded demo submission (checkpoint, Cityscapes-format split, thresholds)")
     sp.add_argument("out_dir")
-    sp.add_argument("--images", type=_positive, default=None, help="Default: the gate's demo size")
-    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.add_argument("--images", type=_positive, default=None, help="Default: the gate's demo size (8)")
 
     sp = add("inspect", cmd_inspect, "check an ONNX file against the IntraDA interface and print its summary")
     sp.add_argument("onnx")
