@@ -207,3 +207,16 @@ def test_with_overrides_validates(override: dict, pattern: str) -> None:
 def test_nan_override_text_is_rejected_not_written() -> None:
     with pytest.raises(ThresholdsError):
         with_overrides(SHIPPED, {"om.min_cosine": (math.nan, "x")})
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("parity", "max_abs_over_scale", "inf"), ("openvino", "max_abs_over_scale", "inf"),
+    ("om", "max_rel_euclidean", "inf"), ("om", "max_kl", "-0.1"), ("om", "max_miou_delta", "inf"),
+])
+def test_upper_limits_must_be_finite_and_non_negative(write: Callable[[str], Path], section: str, key: str,
+                                                      value: str) -> None:
+    """`max_* = inf` would make a gate pass whatever it measures (a disabled gate that still says
+    PASS); a negative one makes it fail whatever it measures."""
+    assert 0 <= load(SHIPPED).get(section, key) < math.inf
+    with pytest.raises(ThresholdsError, match=rf"{section}\.{key}"):
+        load(write(_set_value(section, key, value)))
