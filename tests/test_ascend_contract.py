@@ -628,3 +628,41 @@ def test_atc_failure_fails_the_om_tests_quoting_its_log(pytester: pytest.Pyteste
                   r"output: .*Op\[Conv_1\] unsupported on this SoC.*full log: (\S+\.log)", text)
     assert m, text[-3000:]
     assert "INTRADA_FAKE_ATC_FAIL" in Path(m.group(1)).read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# the embedded demo submission (the real DeepLabv2 graph) through the fakes
+
+@pytest.fixture(scope="module")
+def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shared by the demo runs below: the demo, its ONNX export and its ONNX Runtime outputs are built once."""
+    return tmp_path_factory.mktemp("demo-gate") / "cache"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["fp16", "swap"])
+def test_demo_om_through_the_fakes(pytester: pytest.Pytester, fakes, demo_cache: Path, tmp_path: Path,
+                                   mode: str) -> None:
+    """The full om gate on the demo's DeepLabv2 (2 images): atc with the seed's flags, the ais_bench
+    API, parity, |delta mIoU|, om mIoU and throughput. fp16 rounding of the real network stays
+    within every limit; swapped outputs fail all four tests (the throughput test too: its outputs
+    are checked before its speed). Every record is labelled as a contract test."""
+    fakes.setenv("INTRADA_FAKE_NPU_MS", "20")
+    fakes.setenv("INTRADA_FAKE_NPU_OUTPUTS", mode)
+    report = tmp_path / "report"
+    result = run_gate(pytester, demo_cache, "-m", "om", "--max-images", "2", "--batch-sizes", "1",
+                      "--report", str(report))
+    outcomes = result.parseoutcomes()
+    data = read_report(report)
+    if mode == "fp16":
+        assert outcomes.get("passed") == 4 and outcomes.get("skipped") == 2, "\n".join(result.outlines[-30:])
+        accuracy = data["sections"]["accuracy.om"]
+        assert accuracy["contract_fake"] and "FAKE: contract-test" in accuracy["device"]
+        assert abs(data["sections"]["om.miou_delta.om"]["delta"]) < 0.47
+        (row,) = data["sections"]["perf"]
+        assert row["contract_fake"] and "not a device result" in row["device"]
+    else:
+        failed = sorted(line.split()[1].split("::")[-1] for line in result.outlines if line.startswith("FAILED"))
+        assert failed == ["test_om_matches_onnx[om]", "test_om_miou", "test_om_miou_matches_onnx[om]",
+                          "test_om_throughput[bs1]"], "\n".join(result.outlines[-30:])
+    assert data["verdicts"]["om"]["verdict"] == ("PASS" if mode == "fp16" else "FAIL")
