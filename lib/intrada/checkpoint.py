@@ -65,7 +65,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> Checkpoint:
     """Read a .pth without executing pickled code, unwrap it, and return the raw state_dict."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(path, "checkpoint not found", "pass --weights PATH to an IntraDA .pth")
+        raise CheckpointError(path, "checkpoint not found", "check the path to the IntraDA .pth")
     if path.is_dir():
         raise CheckpointError(path, "is a directory, not a checkpoint file", "pass the .pth file itself")
     if path.stat().st_size == 0:

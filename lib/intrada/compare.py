@@ -39,6 +39,7 @@ class TensorStats:
     positions: int = 0  # pixels (for KL and argmax)
     argmax_equal: int = 0
     nonfinite: int = 0
+    ref_nonfinite: int = 0
     max_abs: float = 0.0
     sum_abs: float = 0.0
     count: int = 0
@@ -49,6 +50,9 @@ class TensorStats:
             raise ValueError(f"{self.name}: shape {candidate.shape} != reference {reference.shape}")
         a = reference.astype(np.float64)
         b = candidate.astype(np.float64)
+        ref_finite = np.isfinite(a)
+        self.ref_nonfinite += int(a.size - ref_finite.sum())
+        a = np.where(ref_finite, a, 0.0)
         finite = np.isfinite(b)
         self.nonfinite += int(b.size - finite.sum())
         b = np.where(finite, b, 0.0)
@@ -130,6 +134,8 @@ class ParityResult:
     def _judge(self) -> Iterable[str]:
         lim = self.limits
         for s in self.outputs:
+            if s.ref_nonfinite:
+                yield f"{s.name}: {s.ref_nonfinite} NaN/Inf values in the reference"
             if s.nonfinite:
                 yield f"{s.name}: {s.nonfinite} NaN/Inf values"
             if lim.max_abs_over_scale is not None and not s.max_abs_over_scale <= lim.max_abs_over_scale:

@@ -6,6 +6,7 @@ typo in a gate's threshold silently disabling it is exactly what a gate must not
 """
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass
@@ -145,6 +146,8 @@ def parse(path: Path, data: Mapping[str, Any]) -> Thresholds:
                                       "every threshold names where its number comes from")
             _check_type(path, f"{section}.{key}", entry["value"], t)
             _check_type(path, f"{section}.{key}.source", entry["source"], str)
+            if not entry["source"].strip():
+                raise ThresholdsError(path, f"{section}.{key}.source is empty", "say where the number comes from")
             values[section][key] = entry["value"]
             sources[section][key] = entry["source"]
     devices = []
@@ -169,6 +172,12 @@ def parse(path: Path, data: Mapping[str, Any]) -> Thresholds:
 
 
 def _check_ranges(path: Path, v: dict[str, dict[str, Any]]) -> None:
+    # An infinite upper limit passes whatever is measured; a negative one always fails.
+    for section, keys in SCHEMA.items():
+        for key in keys:
+            if key.startswith("max_") and key in v[section] and not 0.0 <= v[section][key] < math.inf:
+                raise ThresholdsError(path, f"{section}.{key} = {v[section][key]} must be finite and >= 0",
+                                      "an infinite limit disables the check")
     for section, key in (("parity", "min_cosine"), ("parity", "min_argmax_agreement"), ("om", "min_cosine"),
                          ("om", "min_argmax_agreement"), ("openvino", "min_cosine"),
                          ("openvino", "min_argmax_agreement"), ("openvino", "bf16_min_argmax_agreement"),
