@@ -5,4 +5,6 @@ pytest_plugins = [
     "fixtures.report",
     "fixtures.perf",
     "fixtures.ascend",
+    # the suite's own tests run the gate in subprocesses through pytester
+    "pytester",
 ]
