@@ -30,13 +30,13 @@ def judge_miou(score: dict[str, Any], submission, thresholds, source: str, gate_
                     f"with accuracy.allow_subset = true for smoke tests", pytrace=False)
 
 
-def _require_meaningful(submission) -> None:
+def require_meaningful(submission) -> None:
     if not submission.accuracy_meaningful:
         pytest.skip("accuracy of submitted weights on the synthetic demo split means nothing: pass --cityscapes ROOT")
 
 
 def test_onnxruntime_miou(submission, onnx_score, onnx_outputs, thresholds, gate_report) -> None:
-    _require_meaningful(submission)
+    require_meaningful(submission)
     gate_report.context["overlays"] = [
         {"name": s.name, "image": str(s.image), "label": str(s.label), "logits": str(onnx_outputs.path(s.name, "main"))}
         for s in submission.samples[:3]]
@@ -45,5 +45,5 @@ def test_onnxruntime_miou(submission, onnx_score, onnx_outputs, thresholds, gate
 
 def test_device_dumps_miou(submission, dumps_score, thresholds, gate_report) -> None:
     """Recorded device outputs (--dumps): judged exactly like the ONNX Runtime outputs."""
-    _require_meaningful(submission)
+    require_meaningful(submission)
     judge_miou(dumps_score, submission, thresholds, "dumps", gate_report)

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 import pytest
-from test_accuracy import judge_miou
+from test_accuracy import judge_miou, require_meaningful
 
 from fixtures.ascend import run_fakes
 from intrada.compare import Limits, ParityResult, TensorStats
@@ -68,8 +68,7 @@ def test_om_miou_matches_onnx(om_gate, om_outputs, onnx_score, submission, thres
 @pytest.mark.accuracy
 def test_om_miou(om_gate, om_live, om_score, submission, thresholds, gate_report) -> None:
     """mIoU of the live om over the split, with the accuracy gate's threshold and certification."""
-    if not submission.accuracy_meaningful:
-        pytest.skip("accuracy of submitted weights on the synthetic demo split means nothing: pass --cityscapes ROOT")
+    require_meaningful(submission)
     try:
         judge_miou(om_score, submission, thresholds, "om", gate_report)
     finally:
