@@ -177,6 +177,15 @@ def test_label_ids_above_33_are_refused(tmp_path: Path) -> None:
         load_train_ids(write_label(tmp_path / "l.png", 0, array=ids))
 
 
+def test_sixteen_bit_label_ids_above_33_are_refused(tmp_path: Path) -> None:
+    ids = label_array(4).astype(np.uint16)
+    ids[0, 0] = 40
+    path = tmp_path / "w.png"
+    Image.fromarray(ids).save(path)
+    with pytest.raises(DatasetError, match=r"w.png: label ids range 0..40, expected -1..33"):
+        load_train_ids(path)
+
+
 def test_train_id_encoded_label_is_refused(tmp_path: Path) -> None:
     lut = np.full(256, 255, np.uint8)
     for k, v in SPEC_LABEL2TRAIN.items():

@@ -23,7 +23,8 @@ from _cityscapes_tree import image_path, make_tree, write_image
 from intrada import preprocess
 from intrada.cityscapes import Sample, list_samples
 from intrada.errors import BinsError, DatasetError, IntradaError
-from intrada.preprocess import preprocess_image, preprocess_split, read_bin, read_bins
+from intrada.preprocess import (load_resized_rgb, preprocess_image, preprocess_split, read_bin, read_bins,
+                                to_network_input)
 
 # Spec section 4: the exact float32 values of TEST.IMG_MEAN, BGR order.
 SPEC_MEAN_BGR = (104.00698852539062, 116.66876983642578, 122.67891693115234)
@@ -74,6 +75,9 @@ def test_preprocess_image_and_read_bin_match_the_reference(split_bins: tuple[lis
     assert got.dtype == np.float32 and got.shape == (3, 512, 1024)
     assert got.tobytes() == expected.tobytes()
     assert read_bin(paths[0]).tobytes() == expected.tobytes()
+    rgb = load_resized_rgb(samples[0].image)
+    assert rgb.dtype == np.uint8 and rgb.shape == (512, 1024, 3)
+    assert to_network_input(rgb).tobytes() == expected.tobytes()
     batch = read_bins(paths[::-1])
     assert batch.shape == (3, 3, 512, 1024) and batch.dtype == np.float32
     assert batch[2].tobytes() == expected.tobytes()  # the order given, not sorted
