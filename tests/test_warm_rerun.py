@@ -1,0 +1,126 @@
+"""Issue 5 target 3: a warm re-run of `pytest acceptance` rebuilds nothing.
+
+Checked by the cache's own counters, not by a clock: `pytest acceptance` runs twice in
+subprocesses against the repository's artifact cache, each run tagged with its own run id (the
+gate's cache writes it into every line of events.jsonl), and the second run must show zero builds
+and hit exactly the entries the first run used (so every key is stable across processes and the
+event filter really caught the run). The first run may already be warm; if not, it builds what the
+acceptance/ part of the default `pytest` run reuses afterwards.
+
+Both runs pass --benchmark-disable: the perf gate still runs ONNX Runtime once per batch size and
+checks its outputs, but does not time it (inference is not artifact work, and the perf tests use
+the same artifact fixtures as the parity and accuracy tests).
+
+Printed, not asserted (no timing assertions in tests/): the cache's seconds (hit verification),
+the setup time of every fixture of fixtures/artifacts.py in the second run (measured by a small
+plugin loaded into it), and how long hashing the ~180 MB checkpoint and ONNX takes (content sha256
+is memoised per process only, so every run pays it once per file).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from intrada.cache import CacheStats, file_sha256, read_events
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("INTRADA_CACHE_DIR") or REPO / ".cache" / "intrada")
+# Run id variable read by fixtures/artifacts.py (pytest-xdist's name: all workers of a run share it).
+RUN_ID_ENV = "PYTEST_XDIST_TESTRUNUID"
+
+pytestmark = pytest.mark.slow
+
+# Loaded into the second run with -p: exclusive setup seconds of each fixtures.artifacts fixture
+# (a fixture that requests another one dynamically is not charged for it).
+TIMING_PLUGIN = '''
+import json, os, time
+import pytest
+
+_times = {}
+_children = []
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    if getattr(fixturedef.func, "__module__", "") != "fixtures.artifacts":
+        yield
+        return
+    _children.append(0.0)
+    start = time.perf_counter()
+    yield
+    total = time.perf_counter() - start
+    own = total - _children.pop()
+    if _children:
+        _children[-1] += total
+    name = fixturedef.argname + (f"[{request.param}]" if hasattr(request, "param") else "")
+    _times[name] = _times.get(name, 0.0) + own
+
+def pytest_sessionfinish(session):
+    with open(os.environ["INTRADA_FIXTURE_TIMES"], "w") as f:
+        json.dump(_times, f)
+'''
+
+
+def run_acceptance(workdir: Path, run_id: str, *extra: str, env: dict[str, str] | None = None
+                   ) -> tuple[subprocess.CompletedProcess[str], float]:
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", str(REPO / "acceptance"), "-c", str(REPO / "pytest.ini"), "--rootdir",
+         str(REPO), "-p", "no:cacheprovider", "--cache-dir", str(CACHE), "--benchmark-disable", *extra],
+        cwd=workdir, capture_output=True, text=True, timeout=1200,
+        env={**os.environ, **(env or {}), RUN_ID_ENV: run_id})
+    return proc, time.perf_counter() - start
+
+
+def test_warm_rerun_builds_nothing(tmp_path: Path) -> None:
+    first_id, second_id = f"warm-rerun-1-{uuid.uuid4().hex[:12]}", f"warm-rerun-2-{uuid.uuid4().hex[:12]}"
+    first, first_s = run_acceptance(tmp_path, first_id)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
+
+    (tmp_path / "warm_rerun_timing.py").write_text(TIMING_PLUGIN)
+    times_file = tmp_path / "fixture_times.json"
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])),
+           "INTRADA_FIXTURE_TIMES": str(times_file)}
+    second, second_s = run_acceptance(tmp_path, second_id, "-p", "warm_rerun_timing", env=env)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-2000:]
+
+    events1 = read_events(CACHE, run_id=first_id)
+    events2 = read_events(CACHE, run_id=second_id)
+    used1 = {(e["kind"], e["key"]) for e in events1 if e["event"] in ("hit", "build")}
+    hit2 = {(e["kind"], e["key"]) for e in events2 if e["event"] == "hit"}
+    stats1, stats2 = CacheStats.from_events(events1), CacheStats.from_events(events2)
+
+    fixture_s = json.loads(times_file.read_text())
+    hashing = {}
+    demo_dir = CACHE / "demo" / next(k for kind, k in used1 if kind == "demo")
+    onnx_dir = CACHE / "onnx" / next(k for kind, k in used1 if kind == "onnx")
+    for label, path in (("checkpoint", demo_dir / "checkpoint.pth"), ("ONNX", onnx_dir / "model.onnx")):
+        start = time.perf_counter()
+        file_sha256(path)
+        hashing[label] = (path.stat().st_size, time.perf_counter() - start)
+
+    print(f"\nwarm re-run of `pytest acceptance --benchmark-disable` against {CACHE} "
+          f"(load average {os.getloadavg()[0]:.2f})")
+    print(f"  run 1: {stats1.summary()}; {first_s:.1f} s wall")
+    print(f"  run 2: {stats2.summary()}; {second_s:.1f} s wall; hits verified in {1000 * stats2.hit_seconds:.1f} ms")
+    print(f"  run 2, setup of fixtures/artifacts.py fixtures: {sum(fixture_s.values()):.2f} s in all; "
+          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(fixture_s.items(), key=lambda kv: -kv[1]) if v >= 0.005))
+    print("  content sha256 per run (memoised per process only): "
+          + ", ".join(f"{k} {size / 1e6:.0f} MB {s:.2f} s" for k, (size, s) in hashing.items()))
+
+    # The filter must have caught both runs' lookups of every artifact the gate uses.
+    kinds = {kind for kind, _ in used1}
+    assert {"demo", "onnx", "bins", "outputs", "eval"} <= kinds, f"run 1 used only {sorted(used1)}"
+    built = [f"{e['kind']}/{e['key']} ({e.get('reason', 'new key')})" for e in events2 if e["event"] == "build"]
+    assert stats2.builds == 0 and stats2.build_failures == 0, f"the warm re-run built {built}"
+    assert hit2 == used1, (f"the warm re-run used other entries than the first run: only in run 1 "
+                           f"{sorted(used1 - hit2)}, only in run 2 {sorted(hit2 - used1)} (a key is not stable "
+                           f"across processes)")
+    # The gate's own summary line counts the same (in-process counters vs events.jsonl).
+    assert f"artifact cache: {stats2.hits} hits, 0 built" in second.stdout, second.stdout[-2000:]
