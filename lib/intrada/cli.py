@@ -68,7 +68,6 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
     samples = list_samples(args.root, args.split, require_labels=False, max_images=args.max_images)
     out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = preprocess_split(samples, out, workers=args.workers, progress=not args.quiet)
     print(f"wrote {len(paths)} bins ({protocol.BIN_BYTES} bytes each) to {out}")
     return 0
