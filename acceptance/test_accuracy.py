@@ -37,9 +37,9 @@ def require_meaningful(submission) -> None:
 
 def test_onnxruntime_miou(submission, onnx_score, onnx_outputs, thresholds, gate_report) -> None:
     require_meaningful(submission)
-    gate_report.context["overlays"] = [
+    gate_report.set_context("overlays", [
         {"name": s.name, "image": str(s.image), "label": str(s.label), "logits": str(onnx_outputs.path(s.name, "main"))}
-        for s in submission.samples[:3]]
+        for s in submission.samples[:3]])
     judge_miou(onnx_score, submission, thresholds, "onnxruntime", gate_report)
 
 

@@ -38,7 +38,12 @@ class Checkpoint:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    first = text[0]
+    # torch appends paragraphs of advice after its first sentence; keep the sentence.
+    end = first.find(". ")
+    return (first[: end + 1] if end > 0 else first)[:200]
 
 
 def _unpickler_reason(exc: BaseException) -> str:

@@ -36,10 +36,27 @@ def run_to_dumps(runner: Runner, names: Sequence[str], bins_dir: str | os.PathLi
         for chunk in batched(list(names), batch_size):
             batch = read_bins([bins_dir / f"{n}.bin" for n in chunk])
             aux, main = runner.infer(batch)
+            _check_finite(runner, (aux, main), chunk)
             for i, name in enumerate(chunk):
                 write_dumps(out_dir, name, aux[i], main[i])
             bar.update(len(chunk))
     return out_dir
+
+
+def _check_finite(runner: Runner, outputs: tuple, names: Sequence[str]) -> None:
+    """A model that computes NaN/Inf is the model's fault: say so, naming the model, before anything
+    is stored (the dumps reader would otherwise blame a cached dump file)."""
+    import numpy as np
+
+    from .errors import OnnxModelError
+
+    for index, out in enumerate(outputs):
+        bad = int(out.size - np.isfinite(out).sum())
+        if bad:
+            where = getattr(runner, "onnx_path", None) or getattr(runner, "checkpoint", None) or runner.name
+            raise OnnxModelError(where, f"{runner.backend} output {index} holds {bad} NaN/Inf values on "
+                                 f"{', '.join(names)}", "the model is numerically broken; re-export it from a "
+                                 "healthy checkpoint")
 
 
 def code_fingerprint(*modules: object) -> str:

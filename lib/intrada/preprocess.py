@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.context
+import errno
 import os
+import shutil
 import secrets
 import struct
 import sys
@@ -104,6 +106,15 @@ def _write_bin(image_path: Path, final: Path, token: str, buffer: np.ndarray) ->
         # 6 MB would cost more than the preprocessing itself.
         os.replace(tmp, final)
     except OSError as exc:
+        # numpy reports a short write without an errno, so look at the disk before blaming anything else.
+        try:
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT) or shutil.disk_usage(final.parent).free < protocol.BIN_BYTES
+        except OSError:
+            full = False
+        if full:
+            raise BinsError(final, "disk full while writing the bin",
+                            "free space on that disk or pass --cache-dir DIR (or another output folder) on another "
+                            "one") from None
         raise BinsError(final, f"cannot write bin ({exc.strerror or exc})",
                         "check free space and write permission of the output directory") from None
     finally:
