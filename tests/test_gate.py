@@ -102,6 +102,19 @@ def test_embedded_submission_passes_every_gate(default_run: dict) -> None:
     acc = data["sections"]["accuracy.onnxruntime"]
     assert acc["miou"] > 85.0 and acc["images"] == 8 and acc["certified"] is False
     assert "not certified: subset" in default_run["stdout"]
+    skipped = {t["test"].split("::", 1)[1]: t["message"] for v in data["verdicts"].values() for t in v["tests"]
+               if t["outcome"] == "skipped"}
+    assert "no --dumps DIR: recorded device outputs are not judged" in skipped["test_device_dumps_miou"]
+    assert {"artifacts.checkpoint", "artifacts.onnx", "artifacts.bins"} <= set(data["sections"])
+    assert len(data["sections"]["artifacts.onnx"]["sha256"]) == 64
+
+
+def test_real_weights_on_the_demo_split_skip_accuracy_with_the_reason(pytester: pytest.Pytester, demo: dict) -> None:
+    """--weights without --cityscapes: parity still runs (on demo images); an mIoU would be meaningless."""
+    result, data = run_gate(pytester, "-m", "accuracy", "--weights", str(demo["weights"]))
+    assert outcomes(data)["test_onnxruntime_miou"] == "skipped"
+    assert "means nothing: pass --cityscapes ROOT" in messages(data)["test_onnxruntime_miou"]
+    assert result.ret == 0
 
 
 def test_demo_on_the_real_path_gives_the_same_verdict(pytester: pytest.Pytester, demo: dict, default_run: dict) -> None:
