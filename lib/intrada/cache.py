@@ -201,27 +201,31 @@ class CacheStats:
                 f"{self.stale_removed} stale temp dirs removed; {self.hit_seconds:.2f} s verifying, "
                 f"{self.build_seconds:.2f} s building, {self.lock_wait_seconds:.2f} s waiting")
 
+    def count(self, event: str, seconds: float, *, rebuild: bool = False, count: int = 1) -> None:
+        """Add one event (the same vocabulary as events.jsonl); unknown events are ignored."""
+        if event == "hit":
+            self.hits += 1
+            self.hit_seconds += seconds
+        elif event == "build":
+            self.builds += 1
+            self.rebuilds += rebuild
+            self.build_seconds += seconds
+        elif event == "build_failed":
+            self.build_failures += 1
+            self.build_seconds += seconds
+        elif event == "wait":
+            self.lock_waits += 1
+            self.lock_wait_seconds += seconds
+        elif event == "stale_removed":
+            self.stale_removed += count
+
     @classmethod
     def from_events(cls, events: Iterable[Mapping[str, Any]]) -> CacheStats:
         """Aggregate the ``events.jsonl`` lines of many processes (e.g. all xdist workers)."""
         s = cls()
         for e in events:
-            kind, secs = e.get("event"), float(e.get("seconds", 0.0))
-            if kind == "hit":
-                s.hits += 1
-                s.hit_seconds += secs
-            elif kind == "build":
-                s.builds += 1
-                s.rebuilds += bool(e.get("rebuild"))
-                s.build_seconds += secs
-            elif kind == "build_failed":
-                s.build_failures += 1
-                s.build_seconds += secs
-            elif kind == "wait":
-                s.lock_waits += 1
-                s.lock_wait_seconds += secs
-            elif kind == "stale_removed":
-                s.stale_removed += int(e.get("count", 1))
+            s.count(str(e.get("event")), float(e.get("seconds", 0.0)), rebuild=bool(e.get("rebuild")),
+                    count=int(e.get("count", 1)))
         return s
 
 
@@ -709,22 +713,8 @@ class ArtifactCache:
     def _record(self, kind: str, event: str, key: str, seconds: float, *, best_effort: bool = False,
                 **extra: Any) -> None:
         with self._mutex:
-            s = self._stats.setdefault(kind, CacheStats())
-            if event == "hit":
-                s.hits += 1
-                s.hit_seconds += seconds
-            elif event == "build":
-                s.builds += 1
-                s.rebuilds += bool(extra.get("rebuild"))
-                s.build_seconds += seconds
-            elif event == "build_failed":
-                s.build_failures += 1
-                s.build_seconds += seconds
-            elif event == "wait":
-                s.lock_waits += 1
-                s.lock_wait_seconds += seconds
-            elif event == "stale_removed":
-                s.stale_removed += int(extra.get("count", 1))
+            self._stats.setdefault(kind, CacheStats()).count(
+                event, seconds, rebuild=bool(extra.get("rebuild")), count=int(extra.get("count", 1)))
         line = _canonical_json({"t": round(time.time(), 6), "event": event, "kind": kind, "key": key,
                                 "seconds": round(seconds, 6), "pid": os.getpid(), "host": _HOST,
                                 "run": self.run_id, **extra}) + "\n"
