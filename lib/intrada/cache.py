@@ -570,7 +570,8 @@ class ArtifactCache:
             _rmtree(tmp)
             raise
         seconds = time.perf_counter() - t0
-        self._record(kind, "build", key, seconds, rebuild=rebuild, **({"reason": reason} if reason else {}))
+        extra: dict[str, Any] = {"reason": reason} if reason else {}
+        self._record(kind, "build", key, seconds, rebuild=rebuild, **extra)
         log.info("intrada cache: built %s (%s/%s) in %.1f s", what, kind, key, seconds)
         return CacheEntry(kind, key, self.entry_dir(kind, key), manifest, built=True)
 

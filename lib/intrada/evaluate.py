@@ -215,8 +215,8 @@ def _reference_label(label: Path) -> np.ndarray:
     for label_id, train_id in protocol.LABEL_ID_TO_TRAIN_ID.items():
         map_vector[label_id] = train_id
     with Image.open(label) as im:
-        im = im.resize((protocol.LABEL_W, protocol.LABEL_H), Image.Resampling.NEAREST)
-        arr = np.asarray(im, np.float32).astype(np.int64)
+        resized = im.resize((protocol.LABEL_W, protocol.LABEL_H), Image.Resampling.NEAREST)
+        arr = np.asarray(resized, np.float32).astype(np.int64)
     return map_vector[arr]
 
 

@@ -53,6 +53,7 @@ class ClassifierModule(nn.Module):
             for d, p in zip(dilations, paddings)
         )
         for m in self.conv2d_list:
+            assert isinstance(m, nn.Conv2d)
             nn.init.normal_(m.weight, 0.0, 0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

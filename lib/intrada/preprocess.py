@@ -283,7 +283,7 @@ def _read_into(path: Path, dest: np.ndarray) -> None:
             if size != protocol.BIN_BYTES:
                 raise BinsError(path, _size_problem(path, size),
                                 "regenerate it with `intrada preprocess` (a killed run or a copy may have cut it)")
-            got = f.readinto(memoryview(dest).cast("B"))
+            got = f.readinto(memoryview(dest).cast("B"))  # type: ignore[arg-type]  # numpy arrays are buffers
     except FileNotFoundError:
         raise BinsError(path, "bin file not found", "run `intrada preprocess` for this split") from None
     except IsADirectoryError:
