@@ -175,10 +175,7 @@ def load_model(path: str | os.PathLike[str], *, ceil_mode: bool = True) -> tuple
 
 def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
     """torch.save to a temporary name, then rename: a killed run never leaves a partial .pth."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp:
         torch.save(OrderedDict(state_dict), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -129,7 +129,10 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
     if args.json:
         payload = {**score.to_json(), "dump_format": dumps.convention, "dump_dir": str(Path(args.dump_dir).resolve()),
                    "cityscapes": str(Path(args.root).resolve()), "split": args.split}
-        _write_text_atomic(Path(args.json), json.dumps(payload, indent=1))
+        from .atomic import write_text
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        write_text(args.json, json.dumps(payload, indent=1))
     return 0
 
 
@@ -151,16 +154,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                       "batch_dim": info.batch_dim, "outputs": list(info.output_names),
                       "output_shapes": [list(s) for s in info.output_shapes], "ops": list(info.op_types)}, indent=1))
     return 0
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

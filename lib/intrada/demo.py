@@ -221,12 +221,10 @@ def demo_sample(index: int, seed: int = DEMO_SEED) -> DemoSample:
 def _write_png_atomic(array: np.ndarray, mode: str, path: Path) -> None:
     # Written beside the target under a name no Cityscapes glob matches, then renamed, so a reader
     # never sees a half-written PNG.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp:
         Image.fromarray(array, mode=mode).save(tmp, format="PNG", compress_level=1)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def make_cityscapes(root: str | os.PathLike[str], *, n_images: int = DEMO_IMAGES,

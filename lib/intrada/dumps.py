@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import protocol
+from .atomic import atomic_path
 from .cityscapes import Sample
 from .errors import DumpsError
 
@@ -239,12 +240,7 @@ def write_dumps(directory: str | os.PathLike[str], name: str, aux: np.ndarray, m
             raise ValueError(f"{head} output for {name} has shape {arr.shape}, expected {list(_SHAPE)}")
         final = directory / f"{name}{CONVENTIONS['ais_bench'][head]}"
         # the temporary name does not end in .bin, so a concurrent DumpSet.open never sees it
-        tmp = directory / f".{final.name}.{os.getpid()}.tmp"
-        try:
+        with atomic_path(final) as tmp:
             np.ascontiguousarray(arr, dtype=protocol.BIN_DTYPE).tofile(tmp)
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         paths.append(final)
     return paths[0], paths[1]

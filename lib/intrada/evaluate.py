@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import protocol
+from .atomic import atomic_path
 from .cityscapes import Sample, load_train_ids
 from .dumps import DumpSet
 from .errors import CacheError, DatasetError, DumpsError, IntradaError
@@ -74,18 +75,14 @@ def load_label_cached(label: Path, cache_dir: Path | None) -> tuple[np.ndarray, 
     except (OSError, ValueError, EOFError):
         pass  # not cached yet, truncated or foreign: decode and (re)write it
     arr = load_train_ids(label)
-    tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
+        # readers see the old entry or the complete new one, never half
+        with atomic_path(entry) as tmp, open(tmp, "wb") as f:
             np.save(f, arr, allow_pickle=False)
-        os.replace(tmp, entry)  # readers see the old entry or the complete new one, never half
     except OSError as exc:
         raise CacheError(cache_dir, f"cannot write the label cache ({exc.strerror or exc})",
                          "pass a writable label_cache_dir (CLI: a writable cache directory) or none") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return arr, False
 
 

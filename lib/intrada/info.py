@@ -13,11 +13,11 @@ the seed's file. Paths are ``os.path.join(bin_dir, name)``, which is exactly wha
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import protocol
+from .atomic import write_text
 from .errors import BinsError
 
 
@@ -77,15 +77,11 @@ def write_info(bin_dir: str | os.PathLike[str], info_file: str | os.PathLike[str
                             f"{'x'.join(map(str, protocol.INPUT_SHAPE_CHW))})", "regenerate it with `intrada preprocess`")
     text = "".join(f"{i} {path} {w} {h}\n" for i, path in enumerate(paths))
     target = Path(info_file)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
+        write_text(target, text)
     except OSError as exc:
         raise BinsError(target, f"cannot write the info file ({exc.strerror or exc})",
                         "check that its folder exists and is writable") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return len(paths)
 
 

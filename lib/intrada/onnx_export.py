@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from . import protocol
+from .atomic import atomic_path
 from .errors import OnnxModelError
 
 
@@ -20,12 +21,11 @@ def export_onnx(model: torch.nn.Module, out_path: str | os.PathLike[str], *, ops
     two outputs in ADVENT order (aux, main). Written to a temporary name, checked, then renamed."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     model.eval()
     dummy = torch.zeros(1, *protocol.INPUT_SHAPE_CHW)
     batch = protocol.ONNX_BATCH_DIM
     dynamic_axes = {protocol.ONNX_INPUT_NAME: {0: batch}, **{n: {0: batch} for n in protocol.ONNX_OUTPUT_NAMES}}
-    try:
+    with atomic_path(out_path) as tmp:
         with warnings.catch_warnings():
             # The legacy TorchScript exporter is deliberate (see pytest.ini); silence its notices here too.
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -33,10 +33,7 @@ def export_onnx(model: torch.nn.Module, out_path: str | os.PathLike[str], *, ops
             torch.onnx.export(model, (dummy,), str(tmp), input_names=[protocol.ONNX_INPUT_NAME],
                               output_names=list(protocol.ONNX_OUTPUT_NAMES), dynamic_axes=dynamic_axes,
                               opset_version=opset, do_constant_folding=do_constant_folding, dynamo=False)
-        inspect_onnx(tmp, require_dynamic_batch=True)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        inspect_onnx(tmp, require_dynamic_batch=True)  # a malformed export never gets the final name
     return out_path
 
 

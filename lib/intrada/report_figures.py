@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -13,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from . import protocol
+from .atomic import atomic_path
 
 PANEL_W, PANEL_H = 512, 256
 
@@ -90,9 +90,8 @@ def throughput_plot(rows: Sequence[Mapping[str, Any]], size: tuple[int, int] = (
 
 
 def _save(img: Image.Image, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
 
 
 def write_figures(directory: Path, sections: Mapping[str, Any], context: Mapping[str, Any]) -> list[str]:
