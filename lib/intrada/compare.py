@@ -8,7 +8,7 @@ argmax agreement of the class maps.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -180,3 +180,17 @@ def compare_outputs(reference: str, candidate: str,
         main.update(rm, cm)
         n += 1
     return ParityResult(reference, candidate, n, [aux, main], limits)
+
+
+def compare_stored(reference: str, candidate: str, ref: Any, cand: Any, names: Sequence[str],
+                   limits: Limits) -> ParityResult:
+    """Parity of two stored output sets (anything with ``read(name, head)`` and ``has_aux``, e.g.
+    :class:`intrada.dumps.DumpSet`) on ``names``: both heads where the candidate has the aux head
+    (some device recordings keep only the main head, the one that is evaluated), the main head
+    always, argmax included."""
+    heads = ["aux", "main"] if getattr(cand, "has_aux", True) else ["main"]
+    stats = [TensorStats(h) for h in heads]
+    for name in names:
+        for s, head in zip(stats, heads):
+            s.update(ref.read(name, head), cand.read(name, head))
+    return ParityResult(reference, candidate, len(names), stats, limits)

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from .compare import Limits
 from .errors import ThresholdsError
+from .requirements import parse_gate_list
+from .verdict import GATES, AccuracyLimits
 
 # The gate is used from its repository (editable install); reviewers edit this one file.
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "acceptance" / "thresholds.toml"
@@ -39,6 +42,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "max_kl": ((int, float), True),
         "min_argmax_agreement": ((int, float), True),
         "max_miou_delta": ((int, float), True),
+        "onnx_sample_images": (int, True),
     },
     "openvino": {
         "min_cosine": ((int, float), True),
@@ -50,7 +54,12 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "cpu_min_fraction_of_roofline": ((int, float), True),
         "rounds": (int, True),
     },
+    "certification": {
+        "require": (list, False),
+    },
 }
+# sections that may be left out of a thresholds file (older files, the demo's own)
+OPTIONAL_SECTIONS = ("certification",)
 DEVICE_KEYS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "device": (str, True),  # e.g. "Ascend310P3", "Ascend310", "T4"
     "batch_size": (int, True),
@@ -90,6 +99,35 @@ class Thresholds:
     def section(self, section: str) -> dict[str, Any]:
         return dict(self._values[section])
 
+    # -- ready limits for the judges (intrada.verdict); no caller rebuilds them from keys ------------
+    def accuracy_limits(self) -> AccuracyLimits:
+        a = self._values["accuracy"]
+        return AccuracyLimits(float(a["min_miou"]), float(a["reference_miou"]), float(a["relative_tolerance"]),
+                              bool(a["allow_subset"]), int(a["full_split_images"]))
+
+    def parity_limits(self) -> Limits:
+        p = self._values["parity"]
+        return Limits(max_abs_over_scale=p["max_abs_over_scale"], min_cosine=p["min_cosine"],
+                      min_argmax_agreement=p["min_argmax_agreement"])
+
+    def om_limits(self) -> Limits:
+        o = self._values["om"]
+        return Limits(min_cosine=o["min_cosine"], max_rel_euclidean=o["max_rel_euclidean"], max_kl=o["max_kl"],
+                      min_argmax_agreement=o["min_argmax_agreement"])
+
+    def openvino_limits(self, precision: str) -> Limits:
+        """fp32 within the fp32 limits; bf16 (8 mantissa bits) on the main-head argmax only."""
+        o = self._values["openvino"]
+        if precision == "bf16":
+            return Limits(min_argmax_agreement=o["bf16_min_argmax_agreement"])
+        return Limits(max_abs_over_scale=o["max_abs_over_scale"], min_cosine=o["min_cosine"],
+                      min_argmax_agreement=o["min_argmax_agreement"])
+
+    @property
+    def required_gates(self) -> tuple[str, ...]:
+        """[certification] require: the gates every run with this file must judge."""
+        return tuple(self._values.get("certification", {}).get("require", ()))
+
     def device_target(self, device: str, batch_size: int) -> DeviceTarget | None:
         for d in self.devices:
             if d.device.lower() == device.lower() and d.batch_size == batch_size:
@@ -127,6 +165,8 @@ def parse(path: Path, data: Mapping[str, Any]) -> Thresholds:
                               f"known sections: {', '.join(sorted(SCHEMA))}, devices, meta")
     for section, keys in SCHEMA.items():
         table = data.get(section)
+        if table is None and section in OPTIONAL_SECTIONS:
+            table = {}
         if not isinstance(table, Mapping):
             raise ThresholdsError(path, f"missing section [{section}]", f"copy it from {DEFAULT_PATH}")
         unknown = [k for k in table if k not in keys]
@@ -168,6 +208,14 @@ def parse(path: Path, data: Mapping[str, Any]) -> Thresholds:
         devices.append(DeviceTarget(dev["device"], dev["batch_size"], float(dev["min_fps"]), dev["unit"],
                                     dev.get("chips_per_card", 1), dev["source"]))
     _check_ranges(path, values)
+    require = values.get("certification", {}).get("require", [])
+    if not all(isinstance(g, str) for g in require):
+        raise ThresholdsError(path, f"certification.require must be a list of gate names, got {require!r}",
+                              f"use some of {', '.join(GATES)}")
+    try:
+        parse_gate_list(",".join(require), "certification.require")
+    except ValueError as exc:
+        raise ThresholdsError(path, str(exc), f"use some of {', '.join(GATES)}") from None
     return Thresholds(path, values, sources, devices)
 
 
@@ -187,8 +235,9 @@ def _check_ranges(path: Path, v: dict[str, dict[str, Any]]) -> None:
     if not 0.0 <= v["accuracy"]["min_miou"] <= 100.0:
         raise ThresholdsError(path, f"accuracy.min_miou = {v['accuracy']['min_miou']} is outside 0..100",
                               "mIoU is in percent")
-    if v["parity"]["images"] < 1 or v["perf"]["rounds"] < 1:
-        raise ThresholdsError(path, "parity.images and perf.rounds must be >= 1", "use a positive count")
+    if v["parity"]["images"] < 1 or v["perf"]["rounds"] < 1 or v["om"]["onnx_sample_images"] < 1:
+        raise ThresholdsError(path, "parity.images, om.onnx_sample_images and perf.rounds must be >= 1",
+                              "use a positive count")
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Thresholds:
@@ -220,6 +269,8 @@ def with_overrides(base: Path, overrides: Mapping[str, tuple[Any, str]], header:
         data.setdefault(section, {})[key] = {"value": value, "source": source}
     lines = [f"# {line}" for line in header.splitlines()] + ([""] if header else [])
     for section in SCHEMA:
+        if section in OPTIONAL_SECTIONS and not data.get(section):
+            continue
         lines.append(f"[{section}]")
         for key, entry in data[section].items():
             lines.append(f"{key} = {{ value = {_toml_value(entry['value'])}, source = {_toml_value(entry['source'])} }}")

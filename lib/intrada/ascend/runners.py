@@ -66,6 +66,10 @@ class DeviceRun:
     log: Path | None = None
     fake: bool = False  # the tool or the om is a contract-test fake: not a device result
     details: dict[str, Any] = field(default_factory=dict)
+    # where batch_size was read: the om's own input shape (checked), or only the flag the tool was
+    # given (unchecked: a throughput then rests on a name and is not judged)
+    batch_source: str = "unchecked"
+    batch_verified: bool = False
 
     def open(self, samples: Sequence[Any] | None = None) -> DumpSet:
         return DumpSet.open(self.dumps, list(samples) if samples is not None else list(self.names),
@@ -76,7 +80,8 @@ class DeviceRun:
                 "dumps": str(self.dumps), "convention": self.convention, "images": len(self.names),
                 "throughput": self.throughput, "throughput_field": self.throughput_field,
                 "command": list(self.command), "log": None if self.log is None else str(self.log),
-                "fake": self.fake, **self.details}
+                "fake": self.fake, "batch_source": self.batch_source, "batch_verified": self.batch_verified,
+                **self.details}
 
 
 def stage_inputs(bins_dir: Path, names: Sequence[str], dest: Path) -> Path:
@@ -192,10 +197,15 @@ class AisBenchApiRunner(AscendRunner):
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         shape = [int(d) for d in getattr(inputs[0], "shape", [])] if inputs else []
         expected = [self.batch_size, *protocol.INPUT_SHAPE_CHW]
-        if len(inputs) != 1 or (shape and shape != expected):
+        if len(inputs) != 1 or not shape or shape[1:] != expected[1:]:
             self._finalize()
             raise ToolError(self.om, f"om input is {[list(getattr(i, 'shape', [])) for i in inputs]}, expected "
                             f"[{expected}]", f"convert with atc --input_shape=image:{self.batch_size},3,512,1024")
+        if shape[0] != self.batch_size:
+            self._finalize()
+            raise ToolError(self.om, batch_mismatch(shape[0], self.batch_size, "its input shape via InferSession"),
+                            f"rename it to <name>_bs{shape[0]}.om, or convert with atc "
+                            f"--input_shape=image:{self.batch_size},3,512,1024")
         if len(outputs) != 2:
             self._finalize()
             raise ToolError(self.om, f"om has {len(outputs)} output(s), expected 2 (aux, main)",
@@ -263,7 +273,8 @@ class AisBenchApiRunner(AscendRunner):
                          1000.0 * self.batch_size / mean_ms,
                          "ais_bench 1000*batchsize/mean(NPU compute time) from InferSession.sumary().exec_time_list",
                          fake=self._tool_fake or self.om_fake,
-                         details={"npu_compute_time_mean_ms": mean_ms, "npu_compute_runs": len(times)})
+                         details={"npu_compute_time_mean_ms": mean_ms, "npu_compute_runs": len(times)},
+                         batch_source="the om's input shape (InferSession.get_inputs)", batch_verified=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -282,9 +293,12 @@ class AisBenchCliRunner(AscendRunner):
         self.python = python or sys.executable
 
     def command(self, input_dir: Path, output: Path, dirname: str) -> list[str]:
+        # No --batchsize: ais_bench computes throughput from that flag without checking the model
+        # (a bs1 om run with --batchsize 4 reports 4x its speed). Without it ais_bench reads dim 0
+        # of the om's input and logs "try get model batchsize:N" (infer/__main__.py,
+        # set_session_options -> miscellaneous.get_batchsize).
         return [self.python, "-m", "ais_bench", "--model", str(self.om), "--input", str(input_dir),
-                "--output", str(output), "--output_dirname", dirname, "--batchsize", str(self.batch_size),
-                "--device", str(self.device_id)]
+                "--output", str(output), "--output_dirname", dirname, "--device", str(self.device_id)]
 
     def run_split(self, bins_dir: str | os.PathLike[str], names: Sequence[str], out_dir: str | os.PathLike[str], *,
                   progress: bool = False) -> DeviceRun:
@@ -302,16 +316,53 @@ class AisBenchCliRunner(AscendRunner):
                 stale.unlink()
         cmd = self.command(input_dir, out_dir, dirname)
         log = out_dir / f"{dirname}.log"
-        run_logged(cmd, what=f"ais_bench ({self.om.name}, bs{self.batch_size}, device {self.device_id})",
-                   log_path=log, timeout=_timeout(len(names)),
-                   hint="check --device-id, and that the om was built for this chip")
+        output = run_logged(cmd, what=f"ais_bench ({self.om.name}, bs{self.batch_size}, device {self.device_id})",
+                            log_path=log, timeout=_timeout(len(names)),
+                            hint="check --device-id, and that the om was built for this chip")
         summary = read_ais_bench_summary(summary_path)
+        model_bs, source = ais_bench_model_batch(output, summary, summary_path)
+        if model_bs != self.batch_size:
+            raise ToolError(self.om, batch_mismatch(model_bs, self.batch_size, source),
+                            f"rename it to <name>_bs{model_bs}.om, or convert with atc "
+                            f"--input_shape=image:{self.batch_size},3,512,1024")
         return DeviceRun(self.kind, self.om, self.batch_size, self.device_id, outputs, "ais_bench", tuple(names),
                          summary["throughput"], f"ais_bench {summary_path.name} 'throughput' "
                          "(1000*batchsize/NPU_compute_time.mean)", tuple(cmd), log,
                          fake=summary.get("intrada_contract_fake") == FAKE_MARKER or self.om_fake,
                          details={"npu_compute_time_mean_ms": summary["NPU_compute_time"].get("mean"),
-                                  "summary": str(summary_path)})
+                                  "summary": str(summary_path)},
+                         batch_source=f"the om's input shape ({source})", batch_verified=True)
+
+
+def batch_mismatch(model_bs: int, expected: int, source: str) -> str:
+    return (f"the om's batch size is {model_bs} ({source}) but it was given as bs{expected} (its file name or "
+            f"--batch-sizes); a throughput computed with bs{expected} would be {expected / model_bs:g}x its real value")
+
+
+_MODEL_BATCH_RE = re.compile(r"try get model batchsize:\s*(\d+)")
+
+
+def ais_bench_model_batch(output: str, summary: dict[str, Any], where: Path) -> tuple[int, str]:
+    """The batch size ais_bench ran the om with, from what it says of the model: the log line
+    ``try get model batchsize:N`` (printed when no --batchsize is passed), cross-checked with the
+    summary, whose throughput is ``1000 * batchsize / NPU_compute_time.mean`` (summary.py)."""
+    mean = summary["NPU_compute_time"].get("mean")
+    from_summary = None
+    if isinstance(mean, (int, float)) and mean > 0:
+        from_summary = summary["throughput"] * mean / 1000.0
+    m = _MODEL_BATCH_RE.findall(output)
+    if m:
+        logged = int(m[-1])
+        if from_summary is not None and abs(from_summary - logged) > 0.01 * logged:
+            raise ToolError(where, f"throughput {summary['throughput']:.3f} with NPU_compute_time.mean {mean} ms "
+                            f"implies batch size {from_summary:.2f}, but ais_bench read {logged} from the om",
+                            "the summary does not belong to this run; re-run ais_bench")
+        return logged, "ais_bench: 'try get model batchsize'"
+    if from_summary is None or abs(from_summary - round(from_summary)) > 0.01 or round(from_summary) < 1:
+        raise ToolError(where, "cannot tell the batch size ais_bench ran the om with: no 'try get model batchsize' "
+                        f"line and the summary's throughput/NPU_compute_time give {from_summary!r}",
+                        "use an ais_bench that reads the batch from the om (2023 or newer), or the Python API runner")
+    return int(round(from_summary)), "ais_bench summary: throughput x NPU_compute_time.mean / 1000"
 
 
 def read_ais_bench_summary(path: Path) -> dict[str, Any]:
@@ -387,7 +438,8 @@ class LegacyBenchmarkRunner(AscendRunner):
                          rates["interface_throughput"],
                          f"benchmark {perf.name} [infer] 'Interface throughputRate' (per chip)", tuple(cmd), log,
                          fake=FAKE_MARKER in text or benchmark_is_fake(self.executable) or self.om_fake,
-                         details={"perf_file": str(perf), "e2e_throughput": rates.get("e2e_throughput")})
+                         details={"perf_file": str(perf), "e2e_throughput": rates.get("e2e_throughput")},
+                         batch_source="-batch_size flag only: the legacy tool does not report the om's batch")
 
 
 _PERF_LINE_RE = re.compile(r"^\s*\[(?P<label>[^\]]+)\]\s*(?P<body>.*)$")

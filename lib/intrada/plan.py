@@ -1,0 +1,88 @@
+"""The run plan: what the gate will compute on this machine, and roughly how long it will take,
+decided before anything runs and printed in the pytest header.
+
+The expensive step on a device host is the CPU reference: ONNX Runtime over the whole val split
+costs ~4 s per image on 2 cores (~35 min for 500 images) while the device needs 11 s for all of
+them. When an om or recorded device outputs are judged, the om's own full-split mIoU is the
+certified number, and the ONNX reference only has to show that the om computes what the ONNX
+computes: it runs on a sample spread evenly over the split (thresholds [om] onnx_sample_images,
+with the statistical reason there), unless ``--onnx-accuracy full`` asks for the whole split.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+def spread(n: int, k: int) -> tuple[int, ...]:
+    """``k`` indices of ``range(n)`` spread evenly from first to last (all of them when k >= n):
+    the val split is sorted by city, so the first k images would all be Frankfurt."""
+    if k >= n:
+        return tuple(range(n))
+    if k == 1:
+        return (0,)
+    return tuple(dict.fromkeys(round(i * (n - 1) / (k - 1)) for i in range(k)))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"~{seconds:.0f} s"
+    if seconds < 5400:
+        return f"~{seconds / 60:.0f} min"
+    return f"~{seconds / 3600:.1f} h"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    images: int  # images of the split being judged
+    onnx_indices: tuple[int, ...]  # the images ONNX Runtime runs on
+    device_outputs: tuple[str, ...]  # "om", "dumps": what will be judged against the ONNX
+    reason: str  # why this many ONNX images
+    seconds_per_image: float | None  # ONNX Runtime, estimated for this machine
+    estimate_basis: str
+
+    @property
+    def onnx_full(self) -> bool:
+        return len(self.onnx_indices) == self.images
+
+    def select(self, items: Sequence[Any]) -> list[Any]:
+        """The ONNX Runtime images among ``items`` (the split's samples, in order)."""
+        return [items[i] for i in self.onnx_indices]
+
+    def lines(self) -> list[str]:
+        def cost(n: int) -> str:
+            return "" if self.seconds_per_image is None else f" ({_duration(n * self.seconds_per_image)})"
+
+        out = [f"ONNX Runtime on {len(self.onnx_indices)} of {self.images} images{cost(len(self.onnx_indices))}: "
+               f"{self.reason}"]
+        if not self.onnx_full:
+            out.append(f"ONNX Runtime on all {self.images} images would take{cost(self.images) or ' longer'}; "
+                       "pass --onnx-accuracy full to run it")
+        if self.seconds_per_image is not None:
+            out.append(f"estimate: {self.seconds_per_image:.1f} s per image ({self.estimate_basis})")
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"images": self.images, "onnx_images": len(self.onnx_indices), "onnx_indices": list(self.onnx_indices),
+                "device_outputs": list(self.device_outputs), "reason": self.reason,
+                "seconds_per_image": self.seconds_per_image, "estimate_basis": self.estimate_basis,
+                "lines": self.lines()}
+
+
+def make_plan(images: int, *, device_outputs: Sequence[str], onnx_accuracy: str, sample_images: int,
+              seconds_per_image: float | None = None, estimate_basis: str = "") -> RunPlan:
+    """``onnx_accuracy``: "full", "sample" or "auto" (sample exactly when device outputs are judged)."""
+    if onnx_accuracy not in ("auto", "full", "sample"):
+        raise ValueError(f"onnx_accuracy must be auto, full or sample, got {onnx_accuracy!r}")
+    sample = onnx_accuracy == "sample" or (onnx_accuracy == "auto" and bool(device_outputs))
+    if sample and sample_images < images:
+        judged = " and ".join(device_outputs) if device_outputs else "nothing on a device"
+        reason = (f"a sample spread over the split ([om] onnx_sample_images = {sample_images}), because the {judged} "
+                  "outputs are judged: their own full-split mIoU is the certified number, the sample shows they "
+                  "compute what the ONNX computes")
+        indices = spread(images, sample_images)
+    else:
+        reason = "the whole split (--onnx-accuracy full)" if onnx_accuracy == "full" else "the whole split"
+        indices = tuple(range(images))
+    return RunPlan(images, indices, tuple(device_outputs), reason, seconds_per_image, estimate_basis)
