@@ -35,7 +35,8 @@ def test_om_miou_matches_onnx(om_outputs, om_sample_score, onnx_score, onnx_samp
     gate_report.judge(judge_miou_delta(om_sample_score["miou"], onnx_score["miou"],
                                        max_delta=thresholds.get("om", "max_miou_delta"), images=len(onnx_samples),
                                        subject=om_outputs.source, label=om_outputs.label,
-                                       source=thresholds.source("om", "max_miou_delta")))
+                                       source=thresholds.source("om", "max_miou_delta"),
+                                       contract_fake=om_outputs.contract_fake))
 
 
 @pytest.mark.accuracy

@@ -12,6 +12,7 @@ says so (``contract_fake``, and "FAKE" in the device label).
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import re
 import subprocess
@@ -311,7 +312,7 @@ def test_runner_reads_the_documented_outputs_and_the_tools_own_throughput(fakes,
         out = tmp_path / "out"
         assert list(run.command) == [sys.executable, "-m", "ais_bench", "--model", str(om), "--input",
                                      str(toy["bins"]), "--output", str(out), "--output_dirname", "bs2",
-                                     "--batchsize", "2", "--device", "0"]
+                                     "--device", "0"]  # no --batchsize: ais_bench reads it from the om
         summary = json.loads((out / "bs2_summary.json").read_text())
         assert summary["args"][1:] == list(run.command[3:])  # what the tool received
         assert run.dumps == out / "bs2"
@@ -373,6 +374,34 @@ def test_tool_failure_is_a_one_line_tool_error(fakes, toy: dict, tmp_path: Path,
     assert "aclrtMalloc failed, error code 207001" in text and "\n" not in text
     if kind != "ais_bench-api":
         assert "exited with code 1" in text and "full log: " in text
+
+
+@pytest.mark.parametrize("kind", ["ais_bench-api", "ais_bench-cli"])
+def test_a_renamed_om_cannot_claim_another_batch_size(fakes, toy: dict, tmp_path: Path, kind: str) -> None:
+    """A bs1 om copied to <name>_bs4.om: ais_bench would report 4x its throughput if it were told
+    --batchsize 4. The runners read the batch from the om and name both numbers."""
+    renamed = tmp_path / "intraDA_deeplabv2_bs4.om"
+    shutil.copyfile(_convert(toy, 1), renamed)
+    assert tools.resolve_om_option(renamed) == {4: renamed}  # what the name claims
+    with pytest.raises(ToolError, match=r"the om's batch size is 1 \(.*\) but it was given as bs4.*4x its real"):
+        _runner(kind, renamed, 4).run_split(toy["bins"], toy["names"], tmp_path / "out")
+
+
+def test_benchmark_runs_record_that_the_batch_was_not_read_from_the_om(fakes, toy: dict, tmp_path: Path) -> None:
+    run = _runner("benchmark", _convert(toy, 1), 1).run_split(toy["bins"], toy["names"][:1], tmp_path / "out")
+    assert run.batch_verified is False and "-batch_size flag only" in run.batch_source
+
+
+def test_ais_bench_batch_comes_from_its_log_and_agrees_with_its_summary(tmp_path: Path) -> None:
+    summary = {"throughput": 50.0, "NPU_compute_time": {"mean": 20.0}}  # 1000 * 1 / 20
+    where = tmp_path / "bs1_summary.json"
+    assert runners.ais_bench_model_batch("[INFO] try get model batchsize:1\n", summary, where)[0] == 1
+    assert runners.ais_bench_model_batch("no such line", summary, where) == (
+        1, "ais_bench summary: throughput x NPU_compute_time.mean / 1000")
+    with pytest.raises(ToolError, match=r"implies batch size 1.00, but ais_bench read 4 from the om"):
+        runners.ais_bench_model_batch("try get model batchsize:4", summary, where)
+    with pytest.raises(ToolError, match="cannot tell the batch size"):
+        runners.ais_bench_model_batch("", {"throughput": 37.0, "NPU_compute_time": {"mean": 20.0}}, where)
 
 
 def test_an_om_for_another_chip_does_not_load(fakes, toy: dict, tmp_path: Path) -> None:
@@ -454,6 +483,11 @@ def skip_reasons(result: pytest.RunResult) -> set[str]:
             if line.startswith("SKIPPED [")}
 
 
+def results(data: dict, **match: str) -> list[dict]:
+    """The verdicts recorded in report.json whose fields equal ``match`` (gate, kind, subject, state)."""
+    return [r for r in data["results"] if all(r[k] == v for k, v in match.items())]
+
+
 def read_report(directory: Path) -> dict:
     return json.loads((directory / "report.json").read_text())
 
@@ -471,15 +505,18 @@ def test_without_ascend_tools_every_om_test_skips_with_one_reason(pytester: pyte
     assert "pass --dumps DIR" in NOTHING_REASON and "ais_bench" in NOTHING_REASON and "set_env.sh" in NOTHING_REASON
 
 
-@pytest.mark.parametrize("setup, reason", [
-    ("om-only", "--om was given but nothing can run it: pip install the aclruntime and ais_bench wheels"),
-    ("benchmark-only", "benchmark can run an om but there is none: pass --om PATH"),
-    ("cli-requested", "--om-runner ais_bench-cli: ais_bench is not importable by this Python"),
-    ("no-soc", "atc needs --soc_version (no --soc-version and no npu-smi on PATH): pass --soc-version"),
+@pytest.mark.parametrize("setup, reason, broken", [
+    ("om-only", "--om was given but nothing can run it: pip install the aclruntime and ais_bench wheels", False),
+    ("benchmark-only", "benchmark can run an om but there is none: pass --om PATH", False),
+    ("cli-requested", "--om-runner ais_bench-cli: ais_bench is not importable by this Python", True),
+    ("no-soc", "atc needs --soc_version (no --soc-version and no npu-smi on PATH): pass --soc-version", True),
 ])
-def test_partial_setups_skip_live_om_tests_saying_what_is_missing(pytester: pytest.Pytester, fakes, toy: dict,
-                                                                   toy_gate: dict, tmp_path: Path, setup: str,
-                                                                   reason: str) -> None:
+def test_partial_setups_say_what_is_missing_and_never_pass(pytester: pytest.Pytester, fakes, toy: dict,
+                                                         toy_gate: dict, tmp_path: Path, setup: str,
+                                                         reason: str, broken: bool) -> None:
+    """-m om asks for the om gate. Something missing (nothing can run the --om; a runner with no om)
+    skips the live-om tests with the reason; something asked for and missing (--om-runner), or a
+    device host that cannot tell atc its SoC, fails them. Either way the run does not pass."""
     args = ["-m", "om", *toy_gate["args"], "--batch-sizes", "1"]
     only = tmp_path / "only"
     only.mkdir()
@@ -499,9 +536,15 @@ def test_partial_setups_skip_live_om_tests_saying_what_is_missing(pytester: pyte
         fakes.setenv("PATH", os.pathsep.join([str(only), _base_path()]))
     result = run_gate(pytester, toy_gate["cache"], *args)
     outcomes = result.parseoutcomes()
-    assert outcomes.get("skipped") == 6 and "failed" not in outcomes and "error" not in outcomes, outcomes
-    live = {r for r in skip_reasons(result) if "--dumps" not in r.split(":")[0]}
-    assert any(reason in r for r in live), live
+    assert result.ret != 0, outcomes
+    if broken:
+        assert outcomes.get("errors", 0) + outcomes.get("failed", 0) == 4 and "passed" not in outcomes, outcomes
+        assert f"ToolError: om gate: {reason}" in result.stdout.str()
+    else:
+        assert outcomes.get("skipped") == 6 and "failed" not in outcomes and "error" not in outcomes, outcomes
+        live = {r for r in skip_reasons(result) if "--dumps" not in r.split(":")[0]}
+        assert any(reason in r for r in live), live
+        assert re.search(r"om +NOT JUDGED \(required: -m 'om'", result.stdout.str())
 
 
 def test_faithful_om_passes_and_is_reported_as_a_contract_test(pytester: pytest.Pytester, fakes,
@@ -520,17 +563,21 @@ def test_faithful_om_passes_and_is_reported_as_a_contract_test(pytester: pytest.
     assert setup["runner"] == "ais_bench-cli" and setup["soc_version"] == "Ascend310P3"
     assert setup["soc_source"] == "npu-smi info"
     assert setup["fake_components"] == ["ais_bench", "atc", "benchmark.x86_64", "npu-smi"]
-    parity = data["sections"]["om.parity.om"]
-    assert parity["passed"] and parity["contract_fake"] and parity["run"]["fake"]
-    assert "FAKE: contract-test" in parity["candidate"]
-    rows = {r["batch_size"]: r for r in data["sections"]["perf"]}
+    (parity,) = results(data, gate="om", kind="parity", subject="om")
+    assert parity["state"] == "passed" and parity["details"]["contract_fake"] and parity["details"]["run"]["fake"]
+    assert "FAKE: contract-test" in parity["details"]["candidate"]
+    throughput = {r["details"]["batch_size"]: r for r in results(data, kind="throughput")}
+    rows = {bs: r["details"] for bs, r in throughput.items()}
     assert rows[1]["fps"] == pytest.approx(50.0, rel=1e-4) and rows[1]["min_fps"] == 46.25
+    assert throughput[1]["state"] == "passed" and rows[1]["batch_source"].startswith("the om's input shape")
     assert rows[1]["contract_fake"] and "FAKE: contract-test" in rows[1]["device"]
-    assert rows[1]["device"].startswith("Ascend310P3 (device 0)") and "not a device result" in rows[1]["device"]
+    assert "Ascend310P3 (device 0)" in rows[1]["device"] and "not a device result" in rows[1]["device"]
     assert "summary.json 'throughput'" in rows[1]["fps_basis"]
-    assert rows[2]["fps"] == pytest.approx(100.0, rel=1e-4) and "recorded, not judged" in rows[2]["threshold_source"]
+    assert rows[2]["fps"] == pytest.approx(100.0, rel=1e-4) and throughput[2]["state"] == "not judged"
     assert any("no [[devices]] target for Ascend310P3 at bs2" in r for r in skip_reasons(result))
-    assert data["sections"]["om.miou_delta.om"]["contract_fake"]
+    (delta,) = results(data, kind="miou_delta", subject="om")
+    assert delta["details"]["contract_fake"] and delta["state"] == "passed"
+    assert data["verdicts"]["om"]["verdict"] == "PASS" and result.ret == 0
     # the om is cached under everything that made it, with atc's log beside it
     manifests = [json.loads(p.read_text()) for p in (toy_gate["cache"] / "om").glob("*/manifest.json")]
     (bs1,) = [m for m in manifests if m["parts"]["flags"] == atc.seed_flags(1, "Ascend310P3")]
@@ -564,7 +611,7 @@ def test_slow_om_fails_the_device_target(pytester: pytest.Pytester, fakes, toy_g
     result = run_gate(pytester, toy_gate["cache"], "-m", "om", "-k", "throughput", *toy_gate["args"],
                       "--batch-sizes", "1")
     result.assert_outcomes(failed=1)
-    assert re.search(r"bs1: 25\.000 fps per card < 46\.25 \(ais_bench 1000\*batchsize/mean", result.stdout.str())
+    assert re.search(r"perf \[om\]: FAIL: 25\.000 fps < 46\.250 \(target: seed README", result.stdout.str())
 
 
 def test_310_card_throughput_is_the_per_chip_rate_times_four(pytester: pytest.Pytester, fakes, toy_gate: dict,
@@ -577,8 +624,10 @@ def test_310_card_throughput_is_the_per_chip_rate_times_four(pytester: pytest.Py
     result = run_gate(pytester, toy_gate["cache"], "-m", "om", "-k", "throughput", *toy_gate["args"],
                       "--om-runner", "benchmark", "--batch-sizes", "4", "--report", str(report))
     result.assert_outcomes(passed=1)
-    (row,) = read_report(report)["sections"]["perf"]
-    assert row["device"].startswith("Ascend310 (device 0) [FAKE") and row["backend"] == "ascend om (benchmark)"
+    (verdict,) = results(read_report(report), kind="throughput")
+    row = verdict["details"]
+    assert verdict["state"] == "passed" and row["batch_source"].startswith("atc --input_shape=image:4,")
+    assert "Ascend310 (device 0) [FAKE" in row["device"] and row["backend"] == "ascend om (benchmark)"
     assert row["fps_per_chip"] == pytest.approx(7.2727, rel=1e-3) and row["chips_per_card"] == 4
     assert row["fps"] == pytest.approx(29.0909, rel=1e-3) and row["min_fps"] == 28.792
     assert "Interface throughputRate" in row["fps_basis"] and "x 4 chips per Ascend310 card" in row["fps_basis"]

@@ -136,7 +136,7 @@ def judge_parity(result: ParityResult, *, gate: str, subject: str, **extra: Any)
 
 
 def judge_miou_delta(candidate_miou: float, reference_miou: float, *, max_delta: float, images: int,
-                     subject: str, label: str, source: str) -> Verdict:
+                     subject: str, label: str, source: str, **extra: Any) -> Verdict:
     """|mIoU(om) - mIoU(ONNX)| on the same images within ``max_delta`` points."""
     delta = candidate_miou - reference_miou
     summary = (f"{label}: mIoU {candidate_miou:.3f} vs ONNX Runtime {reference_miou:.3f} on {images} images: "
@@ -144,7 +144,7 @@ def judge_miou_delta(candidate_miou: float, reference_miou: float, *, max_delta:
     failures = [] if math.isfinite(delta) and abs(delta) <= max_delta else [f"|delta mIoU| {abs(delta):.3f} > {max_delta:g}"]
     return _decide("om", subject, "miou_delta", summary, failures, {
         "om_miou": candidate_miou, "onnx_miou": reference_miou, "delta": delta, "max_delta": max_delta,
-        "source_of_limit": source, "images": images, "label": label})
+        "source_of_limit": source, "images": images, "label": label, **extra})
 
 
 # -- throughput -----------------------------------------------------------------------------------

@@ -118,7 +118,9 @@ def resolve_setup(tools: AscendTools, *, om_option: Path | None, soc_option: str
             problem = Problem(f"{what} but nothing can run it: pip install the aclruntime and ais_bench wheels "
                               f"(github.com/Ascend/tools) or put {benchmark_name()} on PATH", broken=False)
         elif om_option is None:
-            problem = Problem(f"no atc, ais_bench or benchmark here to run an om live ({INSTALL_HINT})", broken=False)
+            what = "judging --dumps only: " if dumps_given else ""
+            problem = Problem(f"{what}no atc, ais_bench or benchmark here to run an om live ({INSTALL_HINT})",
+                              broken=False)
     if problem is None and not has_om:
         problem = Problem(f"{runner} can run an om but there is none: pass --om PATH (an .om, or a directory of "
                           "*_bs<N>.om) or source CANN's set_env.sh so that atc is on PATH", broken=False)
