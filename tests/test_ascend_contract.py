@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _report import results
 from intrada import protocol
 from intrada.ascend import atc, runners, tools
 from intrada.errors import ToolError
@@ -483,11 +484,6 @@ def skip_reasons(result: pytest.RunResult) -> set[str]:
             if line.startswith("SKIPPED [")}
 
 
-def results(data: dict, **match: str) -> list[dict]:
-    """The verdicts recorded in report.json whose fields equal ``match`` (gate, kind, subject, state)."""
-    return [r for r in data["results"] if all(r[k] == v for k, v in match.items())]
-
-
 def read_report(directory: Path) -> dict:
     return json.loads((directory / "report.json").read_text())
 
@@ -496,12 +492,15 @@ def test_without_ascend_tools_every_om_test_skips_with_one_reason(pytester: pyte
                                                                    toy_gate: dict) -> None:
     if tools.discover().anything:
         pytest.skip("real Ascend tools are installed on this machine: nothing-available cannot be simulated")
-    from fixtures.ascend import NOTHING_REASON
+    from intrada.ascend.setup import NOTHING_REASON
 
     result = run_gate(pytester, toy_gate["cache"], "-m", "om", *toy_gate["args"], "--batch-sizes", "1,4")
     outcomes = result.parseoutcomes()
     assert outcomes.get("skipped") == 7 and "passed" not in outcomes and "failed" not in outcomes, outcomes
     assert skip_reasons(result) == {NOTHING_REASON}
+    # -m om asked for the om gate: a run that judged nothing is not a pass
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert re.search(r"om +NOT JUDGED \(required: -m 'om'\): no Ascend om to judge", result.stdout.str())
     assert "pass --dumps DIR" in NOTHING_REASON and "ais_bench" in NOTHING_REASON and "set_env.sh" in NOTHING_REASON
 
 

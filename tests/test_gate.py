@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from _report import accuracy, results
 from intrada import protocol
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +100,7 @@ def test_embedded_submission_passes_every_gate(default_run: dict) -> None:
     data = default_run["report"]
     assert data["verdicts"]["parity"]["verdict"] == "PASS"
     assert data["verdicts"]["accuracy"]["verdict"] == "PASS"
-    acc = data["sections"]["accuracy.onnxruntime"]
+    acc = accuracy(data, "onnxruntime")
     assert acc["miou"] > 85.0 and acc["images"] == 8 and acc["certified"] is False
     assert "not certified: subset" in default_run["stdout"]
     skipped = {t["test"].split("::", 1)[1]: t["message"] for v in data["verdicts"].values() for t in v["tests"]
@@ -109,12 +110,32 @@ def test_embedded_submission_passes_every_gate(default_run: dict) -> None:
     assert len(data["sections"]["artifacts.onnx"]["sha256"]) == 64
 
 
-def test_real_weights_on_the_demo_split_skip_accuracy_with_the_reason(pytester: pytest.Pytester, demo: dict) -> None:
-    """--weights without --cityscapes: parity still runs (on demo images); an mIoU would be meaningless."""
+def test_real_weights_on_the_demo_split_cannot_pass_the_accuracy_gate(pytester: pytest.Pytester, demo: dict) -> None:
+    """--weights without --cityscapes: an mIoU on the synthetic split would be meaningless, so the
+    accuracy test skips; the accuracy gate was asked for (-m accuracy, --weights), so the run fails."""
     result, data = run_gate(pytester, "-m", "accuracy", "--weights", str(demo["weights"]))
     assert outcomes(data)["test_onnxruntime_miou"] == "skipped"
     assert "means nothing: pass --cityscapes ROOT" in messages(data)["test_onnxruntime_miou"]
-    assert result.ret == 0
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert data["verdicts"]["accuracy"]["breaks_run"] and not data["exit_ok"]
+    result.stdout.re_match_lines([r"accuracy +NOT JUDGED \(required: -m 'accuracy', --weights\): the accuracy of "
+                                  r"submitted weights on the synthetic demo split means nothing.*"])
+
+
+def test_a_required_gate_whose_tests_all_skip_fails_the_run(pytester: pytest.Pytester, demo: dict) -> None:
+    """The general rule: parity passes, but perf (selected, benchmarks disabled) and om (--require,
+    no Ascend tool here) judged nothing: exit code 1, each with its reason, in the report too."""
+    result, data = run_gate(pytester, "-m", "parity or perf", "--require", "om", "--batch-sizes", "1",
+                            "-k", "not openvino")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
+    gates = data["verdicts"]
+    assert gates["parity"]["verdict"] == "PASS" and not gates["parity"]["breaks_run"]
+    assert gates["perf"]["breaks_run"] and "pytest-benchmark is disabled" in gates["perf"]["reason"]
+    assert gates["om"]["breaks_run"] and gates["om"]["required_by"] == ["--require"]
+    assert gates["om"]["reason"].startswith("no Ascend om to judge")  # test_om_throughput is perf and om
+    result.stdout.re_match_lines([r"perf +NOT JUDGED \(required: -m 'parity or perf'\): pytest-benchmark is disabled.*",
+                                  r"om +NOT JUDGED \(required: --require\): no Ascend om to judge.*"])
+    assert "| om | **NOT JUDGED (required)** | --require |" in (pytester.path / "report" / "report.md").read_text()
 
 
 def test_demo_on_the_real_path_gives_the_same_verdict(pytester: pytest.Pytester, demo: dict, default_run: dict) -> None:
@@ -122,8 +143,7 @@ def test_demo_on_the_real_path_gives_the_same_verdict(pytester: pytest.Pytester,
     result, data = run_gate(pytester, "-m", GATES, *real_path_args(demo))
     assert result.ret == 0, result.stdout.str()[-3000:]
     assert outcomes(data) == outcomes(default_run["report"])
-    assert data["sections"]["accuracy.onnxruntime"]["miou"] == default_run["report"]["sections"][
-        "accuracy.onnxruntime"]["miou"]
+    assert accuracy(data, "onnxruntime")["miou"] == accuracy(default_run["report"], "onnxruntime")["miou"]
 
 
 def test_subset_is_not_certified_without_permission(pytester: pytest.Pytester, demo: dict) -> None:
@@ -281,7 +301,7 @@ def test_dumps_from_wrong_preprocessing_fail(pytester: pytest.Pytester, dumps: d
     assert o["test_device_dumps_miou"] == "failed"
     assert o["test_om_matches_onnx[dumps]"] == "failed"
     assert o["test_onnxruntime_miou"] == "passed"
-    assert data["sections"]["accuracy.dumps"]["miou"] < 30
+    assert accuracy(data, "dumps")["miou"] < 30
 
 
 def test_dumps_with_aux_as_main_fail(pytester: pytest.Pytester, dumps: dict, mutant_dir: Path) -> None:
@@ -319,4 +339,4 @@ def test_legacy_benchmark_naming_is_detected(pytester: pytest.Pytester, dumps: d
     legacy = _derived(dumps["good"], mutant_dir / "dumps-legacy", {"0": "1", "1": "2"})
     result, data = _run_dumps(pytester, legacy)
     assert outcomes(data)["test_device_dumps_miou"] == "passed"
-    assert data["sections"]["accuracy.dumps"]["miou"] == data["sections"]["accuracy.onnxruntime"]["miou"]
+    assert accuracy(data, "dumps")["miou"] == accuracy(data, "onnxruntime")["miou"]

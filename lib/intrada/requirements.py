@@ -141,7 +141,8 @@ class GateVerdict:
 def _reason(verdicts: Sequence[Verdict], tests: Sequence[TestOutcome], subjects: frozenset[str] | None) -> str | None:
     reasons = [v.reason for v in verdicts if v.state is State.NOT_JUDGED and v.reason
                and (subjects is None or v.subject in subjects)]
-    reasons += [t.message.removeprefix("Skipped: ") for t in tests if t.outcome == "skipped" and t.message]
+    if not reasons:  # the tests skipped before they could judge (a fixture said why)
+        reasons = [t.message.removeprefix("Skipped: ") for t in tests if t.outcome == "skipped" and t.message]
     distinct = list(dict.fromkeys(reasons))
     if not distinct:
         return None

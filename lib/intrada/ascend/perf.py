@@ -17,8 +17,10 @@ def judge_device_throughput(run: Any, *, device: str, soc_version: str | None, t
     if chips > 1:
         basis = (f"{run.throughput_field} = {run.throughput:.3f} fps per chip x {chips} chips per {soc_version} card "
                  "(as the seed's parse.py)")
+    elif card:
+        basis = f"{run.throughput_field} = {run.throughput:.3f} fps (1 chip per {soc_version} card)"
     else:
-        basis = f"{run.throughput_field} = {run.throughput:.3f} fps (1 chip per {unit})"
+        basis = f"{run.throughput_field} = {run.throughput:.3f} fps per chip"
     measured = Throughput(f"ascend om ({run.tool})", device, run.batch_size, run.batch_source, run.throughput * chips,
                           basis, {"unit": unit, "fps_per_chip": run.throughput, "chips_per_card": chips,
                                   "images": len(run.names), **extra})
