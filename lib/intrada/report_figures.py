@@ -2,6 +2,9 @@
 
 - overlays.png: one row per image: input | ground truth | prediction (palette colours, ignore black)
 - throughput.png: fps per batch size for each backend, with its threshold
+- disagreement-<source>-<sample>.png: where two backends' main-head class maps differ, one per
+  sample that has any difference: the image dimmed with the disagreeing pixels in magenta, and the
+  two class maps side by side
 """
 from __future__ import annotations
 
@@ -95,6 +98,7 @@ def _save(img: Image.Image, path: Path) -> None:
 
 
 def write_figures(directory: Path, sections: Mapping[str, Any], context: Mapping[str, Any]) -> list[str]:
+    """``context["disagreements"]``: optional {source: items of :func:`write_disagreement_figures`}."""
     written = []
     overlays = context.get("overlays")
     if overlays:
@@ -104,4 +108,100 @@ def write_figures(directory: Path, sections: Mapping[str, Any], context: Mapping
     if perf:
         _save(throughput_plot(perf), directory / "throughput.png")
         written.append("throughput.png")
+    for source, items in (context.get("disagreements") or {}).items():
+        written += write_disagreement_figures(directory, items, prefix=f"disagreement-{source}")
+    return written
+
+
+# --- where two class maps differ --------------------------------------------------------------------
+FIGURE_W = 1024
+HIGHLIGHT_RGB = (255, 0, 255)  # magenta: not a Cityscapes palette colour, visible on a grey image
+_DIM = 0.45  # brightness of the greyed image under the highlight
+_TITLE_H = 18
+
+
+def _downscale_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """bool mask -> bool at ``size`` (W, H), True where *any* source pixel in the box is True, so a
+    one-pixel border of disagreement stays visible after shrinking."""
+    box = Image.fromarray(mask.astype(np.uint8) * 255, "L").resize(size, Image.Resampling.BOX)
+    return np.asarray(box) > 0
+
+
+def disagreement_figure(image_path: str | Path, ref_map: np.ndarray, cand_map: np.ndarray, *,
+                        title: str = "", labels: tuple[str, str] = ("reference", "candidate"),
+                        width: int = FIGURE_W) -> Image.Image:
+    """The image greyed and dimmed with the pixels whose classes differ in magenta (full width),
+    then the two class maps side by side at half width. ``ref_map``/``cand_map``: uint8 [H, W]."""
+    if ref_map.shape != cand_map.shape or ref_map.ndim != 2:
+        raise ValueError(f"class maps must be two [H, W] arrays of one shape, got {ref_map.shape} and {cand_map.shape}")
+    h_full, w_full = ref_map.shape
+    big = (width, max(1, round(width * h_full / w_full)))
+    small = (width // 2, max(1, round(width // 2 * h_full / w_full)))
+    with Image.open(image_path) as im:
+        grey = np.asarray(im.convert("L").resize(big, Image.Resampling.BILINEAR), dtype=np.float32)
+    base = np.repeat((grey * _DIM).astype(np.uint8)[:, :, None], 3, axis=2)
+    base[_downscale_mask(ref_map != cand_map, big)] = HIGHLIGHT_RGB
+
+    canvas = Image.new("RGB", (width, 2 * _TITLE_H + big[1] + small[1]), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 3), title, fill="black")
+    canvas.paste(Image.fromarray(base, "RGB"), (0, _TITLE_H))
+    y = _TITLE_H + big[1]
+    for col, (m, label) in enumerate(zip((ref_map, cand_map), labels)):
+        draw.text((col * small[0] + 4, y + 3), f"{label} class map", fill="black")
+        canvas.paste(colourize(m).resize(small, Image.Resampling.NEAREST), (col * small[0], y + _TITLE_H))
+    return canvas
+
+
+def _main_logits(value: Any, what: str) -> np.ndarray:
+    """An array as given, or a main-head dump .bin path read as float32 [19, 65, 129]."""
+    if isinstance(value, np.ndarray):
+        return value
+    path = Path(value)
+    data = np.fromfile(path, dtype=protocol.BIN_DTYPE)
+    if data.size != int(np.prod(protocol.OUTPUT_SHAPE_CHW)):
+        from .errors import DumpsError
+
+        raise DumpsError(path, f"{what}: {data.size * data.itemsize:,} bytes, expected {protocol.DUMP_BYTES:,} "
+                         f"(float32 {'x'.join(map(str, protocol.OUTPUT_SHAPE_CHW))})", "pass a main-head dump")
+    return data.reshape(protocol.OUTPUT_SHAPE_CHW)
+
+
+def _file_part(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+
+
+def write_disagreement_figures(directory: str | Path, items: Sequence[Mapping[str, Any]], *,
+                               prefix: str = "disagreement", only_disagreeing: bool = True) -> list[str]:
+    """One PNG per sample whose two main-head class maps differ; returns the file names written.
+
+    ``items``: mappings with ``name`` (sample), ``image`` (its leftImg8bit path), ``reference`` and
+    ``candidate`` (main-head dump .bin paths, or arrays: logits [19, 65, 129] or class maps
+    [1024, 2048]), optional ``reference_label`` / ``candidate_label`` for the captions. Files are
+    ``<prefix>-<name>.png``, written atomically. A sample whose maps agree everywhere gets no
+    picture unless ``only_disagreeing`` is False.
+    """
+    from .classdiff import class_map, disagreement
+    from .errors import DumpsError
+
+    directory = Path(directory)
+    written = []
+    for item in items:
+        name = str(item["name"])
+        labels = (str(item.get("reference_label", "reference")), str(item.get("candidate_label", "candidate")))
+        maps = []
+        for key, label in zip(("reference", "candidate"), labels):
+            try:
+                maps.append(class_map(_main_logits(item[key], label)))
+            except ValueError as exc:  # NaN logits or a malformed array: a one-line error naming the input
+                where = item[key] if not isinstance(item[key], np.ndarray) else f"{name} ({label})"
+                raise DumpsError(where, f"cannot draw the class map: {exc}", "check the dump") from None
+        _mask, stats = disagreement(maps[0], maps[1])
+        if only_disagreeing and stats.disagreeing == 0:
+            continue
+        title = f"{name}: {labels[1]} vs {labels[0]}, magenta = different class; {stats.report()}"
+        fig = disagreement_figure(item["image"], maps[0], maps[1], title=title, labels=labels)
+        file_name = f"{_file_part(prefix)}-{_file_part(name)}.png"
+        _save(fig, directory / file_name)
+        written.append(file_name)
     return written
