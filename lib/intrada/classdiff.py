@@ -53,6 +53,11 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def _signed(delta: float) -> str:
+    """+1.23 / -1.23, and 0.00 (not -0.00) for what rounds to zero."""
+    return "0.00" if abs(delta) < _SHOWN else f"{delta:+.2f}"
+
+
 @dataclass(frozen=True)
 class ClassRow:
     """One class: IoU in percent on each side (None = absent from ground truth and prediction)."""
@@ -149,7 +154,7 @@ class ClassDelta:
         head = f"{self.candidate_label} vs {self.reference_label}: mIoU {_pct(self.candidate_miou)} vs " \
                f"{_pct(self.reference_miou)}"
         if self.miou_delta is not None:
-            head += f" ({self.miou_delta:+.2f})"
+            head += f" ({_signed(self.miou_delta)})"
         drops, gains = self.worst(n), self.best(n)
         if not drops and not gains:
             largest = max((abs(r.delta) for r in self.rows if r.delta is not None), default=0.0)
@@ -167,9 +172,9 @@ class ClassDelta:
         """A table, largest |delta| first, then the mIoU row."""
         lines = [f"| class | {self.reference_label} IoU | {self.candidate_label} IoU | delta |", "|---|---:|---:|---:|"]
         for r in self.ranked:
-            delta = f"{r.delta:+.2f}" if r.delta is not None else f"n/a ({r.note})"
+            delta = _signed(r.delta) if r.delta is not None else f"n/a ({r.note})"
             lines.append(f"| {r.name} | {_pct(r.reference)} | {_pct(r.candidate)} | {delta} |")
-        md = "n/a" if self.miou_delta is None else f"**{self.miou_delta:+.2f}**"
+        md = "n/a" if self.miou_delta is None else f"**{_signed(self.miou_delta)}**"
         lines.append(f"| **mIoU** | {_pct(self.reference_miou)} | {_pct(self.candidate_miou)} | {md} |")
         caveat = self._caveat()
         if caveat:
@@ -235,13 +240,18 @@ class Disagreement:
         text = f"{self.disagreeing:,} of {self.pixels:,} pixels differ ({self.fraction:.2%})"
         top = self.top_pairs(n)
         if top:
-            text += ": " + ", ".join(f"{r}->{c} {k / self.pixels:.2%}" for r, c, k in top)
+            text += ": " + ", ".join(f"{r}->{c} {_share(k, self.pixels)}" for r, c, k in top)
         return text
 
     def as_dict(self) -> dict[str, Any]:
         return {"images": self.images, "pixels": self.pixels, "disagreeing": self.disagreeing,
                 "fraction": self.fraction,
                 "top_pairs": [{"reference": r, "candidate": c, "pixels": k} for r, c, k in self.top_pairs(10)]}
+
+
+def _share(count: int, total: int) -> str:
+    """A percentage where it shows at two decimals, else the pixel count."""
+    return f"{count / total:.2%}" if count >= total * 1e-4 else f"{count:,} px"
 
 
 def class_map(values: np.ndarray, size: tuple[int, int] = (protocol.LABEL_H, protocol.LABEL_W)) -> np.ndarray:

@@ -115,38 +115,53 @@ def write_figures(directory: Path, sections: Mapping[str, Any], context: Mapping
 
 # --- where two class maps differ --------------------------------------------------------------------
 FIGURE_W = 1024
-HIGHLIGHT_RGB = (255, 0, 255)  # magenta: not a Cityscapes palette colour, visible on a grey image
+HIGHLIGHT_RGB = (255, 0, 255)  # magenta: a pixel the two maps classify differently
+IGNORED_RGB = (0, 200, 255)  # cyan: the same, on a pixel the ground truth ignores (costs no IoU)
 _DIM = 0.45  # brightness of the greyed image under the highlight
 _TITLE_H = 18
 
 
 def _downscale_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """bool mask -> bool at ``size`` (W, H), True where *any* source pixel in the box is True, so a
-    one-pixel border of disagreement stays visible after shrinking."""
-    box = Image.fromarray(mask.astype(np.uint8) * 255, "L").resize(size, Image.Resampling.BOX)
-    return np.asarray(box) > 0
+    """bool mask -> bool at ``size`` (W, H), True where *any* source pixel in the box is True, then
+    grown by one pixel, so an isolated flipped pixel or a one-pixel border stays visible."""
+    box = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255, "L").resize(size, Image.Resampling.BOX)) > 0
+    grown = np.pad(box, 1)
+    h, w = box.shape
+    return np.logical_or.reduce([grown[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)])
 
 
 def disagreement_figure(image_path: str | Path, ref_map: np.ndarray, cand_map: np.ndarray, *,
-                        title: str = "", labels: tuple[str, str] = ("reference", "candidate"),
-                        width: int = FIGURE_W) -> Image.Image:
-    """The image greyed and dimmed with the pixels whose classes differ in magenta (full width),
-    then the two class maps side by side at half width. ``ref_map``/``cand_map``: uint8 [H, W]."""
+                        ignored: np.ndarray | None = None, title: str = "",
+                        labels: tuple[str, str] = ("reference", "candidate"), width: int = FIGURE_W) -> Image.Image:
+    """The image greyed and dimmed with the pixels whose classes differ in magenta (cyan where the
+    ground truth ignores the pixel, given ``ignored``: bool [H, W]), full width; below it the two
+    class maps side by side at half width. ``ref_map`` / ``cand_map``: uint8 [H, W] trainIds."""
     if ref_map.shape != cand_map.shape or ref_map.ndim != 2:
         raise ValueError(f"class maps must be two [H, W] arrays of one shape, got {ref_map.shape} and {cand_map.shape}")
+    if ignored is not None and ignored.shape != ref_map.shape:
+        raise ValueError(f"ignore mask {ignored.shape} and class maps {ref_map.shape} differ in shape")
     h_full, w_full = ref_map.shape
     big = (width, max(1, round(width * h_full / w_full)))
     small = (width // 2, max(1, round(width // 2 * h_full / w_full)))
     with Image.open(image_path) as im:
         grey = np.asarray(im.convert("L").resize(big, Image.Resampling.BILINEAR), dtype=np.float32)
     base = np.repeat((grey * _DIM).astype(np.uint8)[:, :, None], 3, axis=2)
-    base[_downscale_mask(ref_map != cand_map, big)] = HIGHLIGHT_RGB
+    differ = ref_map != cand_map
+    if ignored is not None:
+        base[_downscale_mask(differ & ignored, big)] = IGNORED_RGB
+        differ &= ~ignored
+    base[_downscale_mask(differ, big)] = HIGHLIGHT_RGB  # drawn last: a counted difference wins
 
-    canvas = Image.new("RGB", (width, 2 * _TITLE_H + big[1] + small[1]), "white")
+    legend = "magenta: pixels the two maps classify differently"
+    if ignored is not None:
+        legend += "; cyan: the same on pixels the ground truth ignores (no IoU cost)"
+    top = 2 * _TITLE_H - 4
+    canvas = Image.new("RGB", (width, top + _TITLE_H + big[1] + small[1]), "white")
     draw = ImageDraw.Draw(canvas)
     draw.text((4, 3), title, fill="black")
-    canvas.paste(Image.fromarray(base, "RGB"), (0, _TITLE_H))
-    y = _TITLE_H + big[1]
+    draw.text((4, _TITLE_H), legend, fill=(120, 0, 120))
+    canvas.paste(Image.fromarray(base, "RGB"), (0, top))
+    y = top + big[1]
     for col, (m, label) in enumerate(zip((ref_map, cand_map), labels)):
         draw.text((col * small[0] + 4, y + 3), f"{label} class map", fill="black")
         canvas.paste(colourize(m).resize(small, Image.Resampling.NEAREST), (col * small[0], y + _TITLE_H))
@@ -177,7 +192,8 @@ def write_disagreement_figures(directory: str | Path, items: Sequence[Mapping[st
 
     ``items``: mappings with ``name`` (sample), ``image`` (its leftImg8bit path), ``reference`` and
     ``candidate`` (main-head dump .bin paths, or arrays: logits [19, 65, 129] or class maps
-    [1024, 2048]), optional ``reference_label`` / ``candidate_label`` for the captions. Files are
+    [1024, 2048]), optional ``reference_label`` / ``candidate_label`` for the captions and
+    ``label`` (the gtFine labelIds path: differences on ignored pixels are drawn in cyan). Files are
     ``<prefix>-<name>.png``, written atomically. A sample whose maps agree everywhere gets no
     picture unless ``only_disagreeing`` is False.
     """
@@ -199,8 +215,13 @@ def write_disagreement_figures(directory: str | Path, items: Sequence[Mapping[st
         _mask, stats = disagreement(maps[0], maps[1])
         if only_disagreeing and stats.disagreeing == 0:
             continue
-        title = f"{name}: {labels[1]} vs {labels[0]}, magenta = different class; {stats.report()}"
-        fig = disagreement_figure(item["image"], maps[0], maps[1], title=title, labels=labels)
+        ignored = None
+        title = f"{name}: {labels[1]} vs {labels[0]}: {stats.report()}"
+        if item.get("label"):
+            from .cityscapes import load_train_ids
+
+            ignored = load_train_ids(item["label"]) == protocol.IGNORE_INDEX
+        fig = disagreement_figure(item["image"], maps[0], maps[1], ignored=ignored, title=title, labels=labels)
         file_name = f"{_file_part(prefix)}-{_file_part(name)}.png"
         _save(fig, directory / file_name)
         written.append(file_name)
