@@ -164,10 +164,12 @@ class _Mismatch(Exception):
 
 
 def compare_with_upstream(state_dict: Mapping[str, Any], image: np.ndarray, limits: Limits, *,
-                          status: UpstreamStatus | None = None) -> UpstreamCheck:
-    """Build upstream's model and ours, load ``state_dict`` strictly into both, run both on ``image``
-    (preprocessed float32 [N, 3, H, W] or [3, H, W]; any H, W the network accepts) and compare both
-    heads with ``limits``. ``status`` defaults to :func:`find_upstream`."""
+                          status: UpstreamStatus | None = None, model: Any = None) -> UpstreamCheck:
+    """Build upstream's model, load ``state_dict`` strictly, run it and ours on ``image``
+    (preprocessed float32 [N, 3, H, W] or [3, H, W]; any H, W the network accepts, e.g. 32x48 in
+    tests) and compare both heads with ``limits``. ``status`` defaults to :func:`find_upstream`;
+    ``model`` is our model with the same weights loaded (default: intrada.model.get_deeplab_v2()
+    with ``state_dict`` loaded strictly). Costs a model build or two and two forward passes."""
     import torch
 
     from .model import get_deeplab_v2
@@ -189,8 +191,10 @@ def compare_with_upstream(state_dict: Mapping[str, Any], image: np.ndarray, limi
         upstream.load_state_dict(state_dict, strict=True)
     except Exception as exc:  # missing / unexpected keys, shape mismatch
         return UpstreamCheck(status, error=f"upstream's model refused the weights (strict load): {_first_line(exc)}")
-    ours = get_deeplab_v2()
-    ours.load_state_dict(state_dict, strict=True)
+    ours = model
+    if ours is None:
+        ours = get_deeplab_v2()
+        ours.load_state_dict(state_dict, strict=True)
     with torch.no_grad():
         t = torch.from_numpy(np.ascontiguousarray(x))
         try:
