@@ -176,3 +176,13 @@ def test_disagreement_input_errors() -> None:
         class_map(ref.astype(np.float32))
     with pytest.raises(ValueError, match="cannot merge"):
         Disagreement(np.zeros((19, 19), np.int64)) + Disagreement(np.zeros((19, 19), np.int64), class_names=("x",) * 19)
+
+
+def test_ranked_by_size_of_change_either_way() -> None:
+    names = list(protocol.CLASS_NAMES)
+    ref = {"class_names": names, "per_class_iou": [50.0, 50.0, 50.0] + [None] * 16}
+    cand = {"class_names": names, "per_class_iou": [45.0, 60.0, 49.0] + [None] * 16}
+    d = ClassDelta.from_scores(ref, cand)
+    assert [(r.name, r.delta) for r in d.ranked[:3]] == [("sidewalk", 10.0), ("road", -5.0), ("building", -1.0)]
+    assert [r.name for r in d.worst()] == ["road", "building"] and [r.name for r in d.best()] == ["sidewalk"]
+    assert d.miou_delta is None and "mIoU n/a vs n/a" in d.report()

@@ -148,7 +148,7 @@ def test_bad_dumps_are_one_line_errors(tmp_path: Path, image: Path) -> None:
 def test_write_figures_adds_disagreements(tmp_path: Path, image: Path) -> None:
     ref_map, cand_map = small_maps()
     assert write_figures(tmp_path, {}, {}) == []
-    context = {"disagreements": {"dumps": [{"name": "x", "image": str(image), "reference": ref_map,
-                                            "candidate": cand_map}]}}
-    assert write_figures(tmp_path, {}, context) == ["disagreement-dumps-x.png"]
+    item = {"name": "x", "image": str(image), "reference": ref_map, "candidate": cand_map}
+    context = {"disagreements.om": [item], "disagreements.dumps": [item], "overlays": []}
+    assert write_figures(tmp_path, {}, context) == ["disagreement-dumps-x.png", "disagreement-om-x.png"]
     assert (tmp_path / "disagreement-dumps-x.png").is_file()

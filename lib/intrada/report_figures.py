@@ -98,7 +98,8 @@ def _save(img: Image.Image, path: Path) -> None:
 
 
 def write_figures(directory: Path, sections: Mapping[str, Any], context: Mapping[str, Any]) -> list[str]:
-    """``context["disagreements"]``: optional {source: items of :func:`write_disagreement_figures`}."""
+    """Context key ``disagreements.<source>`` (one key per comparison, so xdist workers never
+    overwrite each other's): the items of :func:`write_disagreement_figures` for that source."""
     written = []
     overlays = context.get("overlays")
     if overlays:
@@ -108,8 +109,9 @@ def write_figures(directory: Path, sections: Mapping[str, Any], context: Mapping
     if perf:
         _save(throughput_plot(perf), directory / "throughput.png")
         written.append("throughput.png")
-    for source, items in (context.get("disagreements") or {}).items():
-        written += write_disagreement_figures(directory, items, prefix=f"disagreement-{source}")
+    for key in sorted(k for k in context if k.startswith("disagreements.")):
+        source = key.split(".", 1)[1]
+        written += write_disagreement_figures(directory, context[key] or [], prefix=f"disagreement-{source}")
     return written
 
 
