@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from intrada.ascend.perf import judge_device_throughput
+from intrada.classdiff import ClassDelta, disagreement_over
 from intrada.compare import compare_stored
 from intrada.verdict import judge_accuracy, judge_miou_delta, judge_parity
 
@@ -24,19 +25,30 @@ def names(samples) -> list[str]:
 
 def test_om_matches_onnx(om_outputs, onnx_outputs, onnx_samples, thresholds, gate_report) -> None:
     """cosine > 0.99, rel. Euclidean < 0.05, KL < 0.005 on each head, main-head argmax agreement
-    (thresholds [om]); a wrong output order or a precision loss beyond fp16 rounding fails here."""
+    (thresholds [om]); a wrong output order or a precision loss beyond fp16 rounding fails here,
+    saying which classes turn into which, with a picture per image where the class maps differ."""
     result = compare_stored("onnxruntime", om_outputs.label, onnx_outputs, om_outputs.dumps, names(onnx_samples),
                             thresholds.om_limits())
-    gate_report.judge(judge_parity(result, gate="om", subject=om_outputs.source, **om_outputs.provenance()))
+    where = disagreement_over(onnx_outputs, om_outputs.dumps, names(onnx_samples))
+    gate_report.set_context(f"disagreements.{om_outputs.source}", [
+        {"name": s.name, "image": str(s.image), "label": str(s.label), "reference_label": "onnxruntime",
+         "candidate_label": om_outputs.source, "reference": str(onnx_outputs.path(s.name, "main")),
+         "candidate": str(om_outputs.dumps.path(s.name, "main"))} for s in onnx_samples[:3]])
+    gate_report.judge(judge_parity(result, gate="om", subject=om_outputs.source, where=where.report(),
+                                   disagreement=where.as_dict(), **om_outputs.provenance()))
 
 
 def test_om_miou_matches_onnx(om_outputs, om_sample_score, onnx_score, onnx_samples, thresholds, gate_report) -> None:
-    """|mIoU(om) - mIoU(ONNX)| on the same images within [om] max_miou_delta."""
+    """|mIoU(om) - mIoU(ONNX)| on the same images within [om] max_miou_delta; per class, which
+    classes lose (or gain) the most."""
+    classes = ClassDelta.from_scores(onnx_score, om_sample_score, reference_label="onnxruntime",
+                                     candidate_label=om_outputs.source)
     gate_report.judge(judge_miou_delta(om_sample_score["miou"], onnx_score["miou"],
                                        max_delta=thresholds.get("om", "max_miou_delta"), images=len(onnx_samples),
                                        subject=om_outputs.source, label=om_outputs.label,
-                                       source=thresholds.source("om", "max_miou_delta"),
-                                       contract_fake=om_outputs.contract_fake))
+                                       source=thresholds.source("om", "max_miou_delta"), where=classes.report(),
+                                       contract_fake=om_outputs.contract_fake,
+                                       class_delta={**classes.as_dict(), "markdown": classes.markdown()}))
 
 
 @pytest.mark.accuracy

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from intrada.classdiff import disagreement_over
 from intrada.compare import compare_stored
 from intrada.verdict import judge_onnx_interface, judge_parity
 
@@ -26,6 +27,13 @@ def test_openvino_matches_onnxruntime(openvino_outputs, onnx_outputs, parity_sam
     """Optional OpenVINO runner: fp32 within the fp32 limits; bf16 judged on the main-head argmax only
     (8 mantissa bits move logits by ~1e-2, the class map is what matters)."""
     precision, outputs = openvino_outputs
-    result = compare_stored("onnxruntime", f"openvino-{precision}", onnx_outputs, outputs,
-                            [s.name for s in parity_samples], thresholds.openvino_limits(precision))
-    gate_report.judge(judge_parity(result, gate="parity", subject=f"openvino-{precision}"))
+    images = [s.name for s in parity_samples]
+    result = compare_stored("onnxruntime", f"openvino-{precision}", onnx_outputs, outputs, images,
+                            thresholds.openvino_limits(precision))
+    where = disagreement_over(onnx_outputs, outputs, images)
+    gate_report.set_context(f"disagreements.openvino-{precision}", [
+        {"name": s.name, "image": str(s.image), "label": str(s.label), "reference_label": "onnxruntime",
+         "candidate_label": f"openvino-{precision}", "reference": str(onnx_outputs.path(s.name, "main")),
+         "candidate": str(outputs.path(s.name, "main"))} for s in parity_samples])
+    gate_report.judge(judge_parity(result, gate="parity", subject=f"openvino-{precision}", where=where.report(),
+                                   disagreement=where.as_dict()))

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from _report import accuracy, results
+from _report import accuracy
 from intrada import protocol
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections import OrderedDict
 
 import pytest
 import torch

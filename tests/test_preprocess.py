@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _cityscapes_tree import image_path, make_tree, write_image
+from _cityscapes_tree import make_tree, write_image
 from intrada import preprocess
 from intrada.cityscapes import Sample, list_samples
 from intrada.errors import BinsError, DatasetError, IntradaError

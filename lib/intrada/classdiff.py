@@ -282,3 +282,15 @@ def disagreement(reference: np.ndarray, candidate: np.ndarray,
             raise ValueError(f"{what} class map holds {int(m.max())}, expected 0..{n - 1}")
     pairs = confusion_matrix(ref.astype(np.uint8, copy=False), cand.astype(np.uint8, copy=False), n)
     return ref != cand, Disagreement(pairs, 1, tuple(class_names))
+
+
+def disagreement_over(reference: Any, candidate: Any, names: Sequence[str]) -> Disagreement:
+    """:func:`disagreement` of the main heads of two stored output sets (anything with
+    ``read(name, head)``, e.g. :class:`intrada.dumps.DumpSet`), merged over ``names``."""
+    total: Disagreement | None = None
+    for name in names:
+        _, d = disagreement(reference.read(name, "main"), candidate.read(name, "main"))
+        total = d if total is None else total + d
+    if total is None:
+        raise ValueError("disagreement_over needs at least one name")
+    return total

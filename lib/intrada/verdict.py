@@ -42,6 +42,7 @@ class Verdict:
     failures: tuple[str, ...] = ()  # why it failed (empty unless failed)
     reason: str | None = None  # why it was not judged
     details: Mapping[str, Any] = field(default_factory=dict)
+    where: str | None = None  # where the difference starts (a layer, classes, pixels): said when it fails
 
     def __post_init__(self) -> None:
         if self.gate not in GATES:
@@ -69,18 +70,20 @@ class Verdict:
         if self.state is State.NOT_JUDGED:
             return f"{head}: not judged: {self.reason}"
         if self.state is State.FAILED:
-            return f"{head}: FAIL: {'; '.join(self.failures)} | {self.summary}"
+            where = f" | where: {self.where}" if self.where else ""
+            return f"{head}: FAIL: {'; '.join(self.failures)}{where} | {self.summary}"
         return f"{head}: PASS | {self.summary}"
 
     def as_dict(self) -> dict[str, Any]:
         return {"gate": self.gate, "subject": self.subject, "kind": self.kind, "state": self.state.value,
                 "summary": self.summary, "failures": list(self.failures), "reason": self.reason,
-                "details": dict(self.details)}
+                "details": dict(self.details), "where": self.where}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Verdict":
         return cls(data["gate"], data["subject"], data["kind"], State(data["state"]), data["summary"],
-                   tuple(data.get("failures", ())), data.get("reason"), dict(data.get("details", {})))
+                   tuple(data.get("failures", ())), data.get("reason"), dict(data.get("details", {})),
+                   data.get("where"))
 
 
 def not_judged(gate: str, subject: str, kind: str, reason: str, **details: Any) -> Verdict:
@@ -88,9 +91,9 @@ def not_judged(gate: str, subject: str, kind: str, reason: str, **details: Any) 
 
 
 def _decide(gate: str, subject: str, kind: str, summary: str, failures: list[str],
-            details: Mapping[str, Any]) -> Verdict:
+            details: Mapping[str, Any], where: str | None = None) -> Verdict:
     state = State.FAILED if failures else State.PASSED
-    return Verdict(gate, subject, kind, state, summary, tuple(failures), None, details)
+    return Verdict(gate, subject, kind, state, summary, tuple(failures), None, details, where)
 
 
 # -- accuracy -------------------------------------------------------------------------------------
@@ -125,18 +128,20 @@ def judge_accuracy(score: Mapping[str, Any], limits: AccuracyLimits, *, images: 
 
 
 # -- tensor parity --------------------------------------------------------------------------------
-def judge_parity(result: ParityResult, *, gate: str, subject: str, **extra: Any) -> Verdict:
+def judge_parity(result: ParityResult, *, gate: str, subject: str, where: str | None = None,
+                 **extra: Any) -> Verdict:
     """A :class:`~intrada.compare.ParityResult` as a verdict (ONNX vs PyTorch, om vs ONNX...). No
-    images compared is not a pass."""
+    images compared is not a pass. ``where``: where the outputs start to differ (first diverging
+    layer, classes), said in the failure line."""
     if result.images == 0:
         return not_judged(gate, subject, "parity", f"{result.candidate} vs {result.reference}: no images compared")
     summary = result.report().split(" | ", 1)[-1]
     summary = f"{result.candidate} vs {result.reference} on {result.images} images | {summary}"
-    return _decide(gate, subject, "parity", summary, list(result.failures), {**result.as_dict(), **extra})
+    return _decide(gate, subject, "parity", summary, list(result.failures), {**result.as_dict(), **extra}, where)
 
 
 def judge_miou_delta(candidate_miou: float, reference_miou: float, *, max_delta: float, images: int,
-                     subject: str, label: str, source: str, **extra: Any) -> Verdict:
+                     subject: str, label: str, source: str, where: str | None = None, **extra: Any) -> Verdict:
     """|mIoU(om) - mIoU(ONNX)| on the same images within ``max_delta`` points."""
     delta = candidate_miou - reference_miou
     summary = (f"{label}: mIoU {candidate_miou:.3f} vs ONNX Runtime {reference_miou:.3f} on {images} images: "
@@ -144,7 +149,7 @@ def judge_miou_delta(candidate_miou: float, reference_miou: float, *, max_delta:
     failures = [] if math.isfinite(delta) and abs(delta) <= max_delta else [f"|delta mIoU| {abs(delta):.3f} > {max_delta:g}"]
     return _decide("om", subject, "miou_delta", summary, failures, {
         "om_miou": candidate_miou, "onnx_miou": reference_miou, "delta": delta, "max_delta": max_delta,
-        "source_of_limit": source, "images": images, "label": label, **extra})
+        "source_of_limit": source, "images": images, "label": label, **extra}, where)
 
 
 # -- throughput -----------------------------------------------------------------------------------
