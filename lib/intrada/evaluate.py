@@ -175,11 +175,17 @@ def evaluate_dumps(samples: Sequence[Sample], dumpset: DumpSet, *, workers: int 
         if pred is not None:
             predictions[name] = pred
 
+    def running(bar: Any) -> None:
+        # the dataset-level mIoU so far (19x19 matrix: free next to an image's postprocess)
+        if progress:
+            bar.set_postfix_str(f"mIoU {acc.score().miou:.2f}", refresh=False)
+
     workers = min(workers, len(tasks))
     if workers == 1:
         with tqdm(total=len(tasks), disable=not progress, desc="postprocess", unit="img") as bar:
             for task in tasks:
                 collect(*_evaluate_one(dumpset, cache_dir, task))
+                running(bar)
                 bar.update()
     else:
         # the pool is created before tqdm starts its monitor thread
@@ -193,6 +199,7 @@ def evaluate_dumps(samples: Sequence[Sample], dumpset: DumpSet, *, workers: int 
                             exc_type, where, problem, hint = rest
                             raise exc_type(where, problem, hint)
                         collect(*rest)
+                        running(bar)
                         bar.update()
             except BaseException:
                 for fut in futures:
