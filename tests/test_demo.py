@@ -315,3 +315,19 @@ def test_demo_mutants_fall_far_below_the_threshold(slow_mious: dict[str, float],
 MEASURED_2_IMAGES: dict[str, float] = {
     "correct": 85.31, "aux": 34.28, "rgb": 20.56, "no_mean": 12.57, "raw_label_ids": 2.22,
 }
+
+
+# --- write_demo --------------------------------------------------------------------------------
+
+def test_write_demo_thresholds_are_the_shipped_file_with_the_demo_overrides(tmp_path: Path) -> None:
+    from intrada.thresholds import load
+
+    out = demo.write_demo(tmp_path / "demo", n_images=1)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pth", "cityscapes", "thresholds.toml"]
+    shipped, written = load(), load(out / "thresholds.toml")
+    for section in ("accuracy", "parity", "om", "openvino", "perf"):
+        for key, value in shipped.section(section).items():
+            override = demo.DEMO_THRESHOLD_OVERRIDES.get(f"{section}.{key}")
+            assert written.get(section, key) == (value if override is None else override[0]), (section, key)
+    assert written.devices == shipped.devices
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())

@@ -162,7 +162,7 @@ def assert_one_line_errors(gate: Gate, tests: tuple[str, ...], prefix: str,
 
 # -- 1. bad options: usage errors ----------------------------------------------------------------------
 def _thresholds_variant(tmp: Path, old: str, new: str, name: str) -> Path:
-    text = (REPO / "acceptance" / "thresholds.toml").read_text(encoding="utf-8")
+    text = (REPO / "lib" / "intrada" / "data" / "thresholds.toml").read_text(encoding="utf-8")
     assert old in text
     path = tmp / name
     path.write_text(text.replace(old, new, 1), encoding="utf-8")
@@ -170,7 +170,7 @@ def _thresholds_variant(tmp: Path, old: str, new: str, name: str) -> Path:
 
 
 def _drop_line(tmp: Path, start: str, name: str) -> Path:
-    text = (REPO / "acceptance" / "thresholds.toml").read_text(encoding="utf-8")
+    text = (REPO / "lib" / "intrada" / "data" / "thresholds.toml").read_text(encoding="utf-8")
     (line,) = [ln for ln in text.splitlines(keepends=True) if ln.startswith(start)]
     path = tmp / name
     path.write_text(text.replace(line, ""), encoding="utf-8")

@@ -1,4 +1,4 @@
-"""intrada.thresholds: the shipped acceptance/thresholds.toml (read independently with tomllib and
+"""intrada.thresholds: the shipped lib/intrada/data/thresholds.toml (read independently with tomllib and
 compared with the spec where the spec gives the number) and issue 6's malformed files, each a
 ThresholdsError with a pinned message; with_overrides round-trips."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from intrada.errors import ThresholdsError
 from intrada.thresholds import DEFAULT_PATH, SCHEMA, load, with_overrides
 
-SHIPPED = Path(__file__).resolve().parents[1] / "acceptance" / "thresholds.toml"
+SHIPPED = Path(__file__).resolve().parents[1] / "lib" / "intrada" / "data" / "thresholds.toml"
 TEXT = SHIPPED.read_text(encoding="utf-8")
 
 
@@ -47,6 +47,13 @@ def write(tmp_path: Path) -> Callable[[str], Path]:
 
 def test_default_path_is_the_shipped_file() -> None:
     assert DEFAULT_PATH == SHIPPED
+
+
+def test_shipped_file_is_declared_package_data() -> None:
+    # A non-editable install copies only declared package data; without it load() finds nothing.
+    pyproject = tomllib.loads((SHIPPED.parents[3] / "pyproject.toml").read_text(encoding="utf-8"))
+    declared = pyproject["tool"]["setuptools"]["package-data"]["intrada"]
+    assert SHIPPED.relative_to(SHIPPED.parents[1]).as_posix() in declared
 
 
 def test_shipped_file_every_entry_has_a_value_and_a_source() -> None:

@@ -442,7 +442,8 @@ def write_demo(out_dir: str | os.PathLike[str], *, n_images: int | None = None, 
         make_cityscapes(tmp / "cityscapes", n_images=n, seed=seed)
         save_state_dict(make_checkpoint(seed), tmp / "checkpoint.pth")
         header = (f"Thresholds of the embedded demo submission (seed {seed}, {n} synthetic images):\n"
-                  f"acceptance/thresholds.toml with the entries below replaced, each with its measurement.")
+                  "the shipped lib/intrada/data/thresholds.toml with the entries below replaced, "
+                  "each with its measurement.")
         (tmp / "thresholds.toml").write_text(with_overrides(DEFAULT_PATH, DEMO_THRESHOLD_OVERRIDES, header))
         os.replace(tmp, out)  # rename(2) also replaces an empty directory
     finally:
