@@ -41,7 +41,10 @@ import pytest
 import torch
 from PIL import Image
 
-from intrada.cache import KEY_HEX_CHARS, ArtifactCache, file_sha256, read_events
+from intrada.cache import ArtifactCache
+from intrada.cache_events import read_events
+from intrada.cache_manifest import KEY_HEX_CHARS
+from intrada.hashing import file_sha256
 from intrada.cityscapes import list_samples
 from intrada.dumps import write_dumps
 from intrada.errors import DatasetError
@@ -751,7 +754,6 @@ def test_kill9_during_each_build_then_a_clean_run(tmp_path: Path, demo: Path) ->
         (tmp,) = [t for t in temp_dirs(cache, kind) if t not in killed.values()]
         killed[kind] = tmp
         assert entries(cache, kind) == [], f"kill -9 during the {kind} build left an entry under its final name"
-        assert ArtifactCache(cache).entries(kind) == []
         assert tmp.is_dir(), "kill -9 runs no cleanup: the partial build must still be there"
         if wait_for_file:
             assert any(tmp.iterdir())
