@@ -68,6 +68,7 @@ def write_demo(out_dir: str | os.PathLike[str], *, n_images: int | None = None, 
     ``out_dir`` must not exist or be empty. Everything is written to a temporary sibling first and
     renamed into place, so an interrupted run never leaves a half-written submission behind.
     """
+    from .atomic import atomic_dir
     from .checkpoint import save_state_dict
     from .errors import IntradaError
     from .thresholds import DEFAULT_PATH, with_overrides
@@ -77,19 +78,11 @@ def write_demo(out_dir: str | os.PathLike[str], *, n_images: int | None = None, 
         raise IntradaError(out, "already exists and is not an empty directory", "choose a new output directory")
     n = n_images or DEMO_IMAGES
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        tmp.mkdir()
+    with atomic_dir(out) as tmp:
         make_cityscapes(tmp / "cityscapes", n_images=n, seed=seed)
         save_state_dict(make_checkpoint(seed), tmp / "checkpoint.pth")
         header = (f"Thresholds of the embedded demo submission (seed {seed}, {n} synthetic images):\n"
                   "the shipped lib/intrada/data/thresholds.toml with the entries below replaced, "
                   "each with its measurement.")
         (tmp / "thresholds.toml").write_text(with_overrides(DEFAULT_PATH, DEMO_THRESHOLD_OVERRIDES, header))
-        os.replace(tmp, out)  # rename(2) also replaces an empty directory
-    finally:
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
     return out

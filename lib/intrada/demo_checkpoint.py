@@ -19,11 +19,13 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
+import numpy as np
 import torch
 
 from . import protocol
 from .demo_scene import DEMO_SEED
 from .model import ASPP_DILATIONS, get_deeplab_v2
+from .preprocess import to_network_input
 
 # Logit = _SCORE_SCALE * (2 p.c - |p|^2): the logits stay within about -60 .. +25 (moderate, like
 # a trained network's), and the nearest-palette margin of the closest pair (bus/train, 20 levels)
@@ -52,9 +54,11 @@ _AUX_SWAP: tuple[int, ...] = tuple(
 
 
 def _palette_bgr_centred() -> torch.Tensor:
-    """(19, 3) palette colours in the network's input space: BGR minus the caffe mean."""
-    rgb = torch.tensor(protocol.PALETTE_RGB, dtype=torch.float32)
-    return rgb.flip(1) - torch.from_numpy(protocol.MEAN_BGR.copy())
+    """(19, 3) palette colours in the network's input space (BGR minus the caffe mean), computed by
+    the preprocessing itself: a 1x19 image of the palette."""
+    rgb = np.array(protocol.PALETTE_RGB, dtype=np.uint8)[None]
+    chw = to_network_input(rgb, out=np.empty((protocol.INPUT_C, *rgb.shape[:2]), dtype=np.float32))
+    return torch.from_numpy(np.ascontiguousarray(chw[:, 0, :].T))
 
 
 class _Builder:

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from . import protocol
@@ -122,11 +121,3 @@ def inspect_onnx(path: str | os.PathLike[str], *, require_dynamic_batch: bool = 
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     ops = tuple(sorted({n.op_type for n in graph.node}))
     return OnnxInfo(path, opset, inp.name, tuple(o.name for o in outs), batch, tuple(shapes), ops)
-
-
-def check_finite(path: Path, outputs: tuple[np.ndarray, ...], what: str) -> None:
-    for index, out in enumerate(outputs):
-        bad = int(out.size - np.isfinite(out).sum())
-        if bad:
-            raise OnnxModelError(path, f"output {index} holds {bad} NaN/Inf values on {what}",
-                                 "the model is numerically broken; re-export from a healthy checkpoint")
