@@ -125,23 +125,16 @@ def _write_bin(image_path: Path, final: Path, token: str, buffer: np.ndarray) ->
 # Per worker process: one output buffer reused for every image that worker handles.
 _worker_buffer: np.ndarray | None = None
 
-# (class, where, problem, hint): IntradaError's constructor takes three arguments, so the exception
-# itself does not survive pickling; its fields do.
-_ErrorFields = tuple[type[IntradaError], str, str, "str | None"]
 
-
-def _worker_chunk(jobs: list[tuple[str, str]], token: str) -> tuple[int, _ErrorFields | None]:
-    """Preprocess a chunk in a worker process; (images written, first error). Stops at the first
-    error so a failing split ends quickly."""
+def _worker_chunk(jobs: list[tuple[str, str]], token: str) -> int:
+    """Preprocess a chunk in a worker process; returns the images written. The first error ends the
+    chunk and reaches the parent as itself (IntradaError.__reduce__ pickles all its fields)."""
     global _worker_buffer
     if _worker_buffer is None:
         _worker_buffer = np.empty(protocol.INPUT_SHAPE_CHW, dtype=np.float32)
-    for done, (image, final) in enumerate(jobs):
-        try:
-            _write_bin(Path(image), Path(final), token, _worker_buffer)
-        except IntradaError as exc:
-            return done, (type(exc), exc.where, exc.problem, exc.hint)
-    return len(jobs), None
+    for image, final in jobs:
+        _write_bin(Path(image), Path(final), token, _worker_buffer)
+    return len(jobs)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -183,8 +176,8 @@ def preprocess_split(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
     """Write ``<out_dir>/<sample.name>.bin`` for every sample; return the paths in sample order.
 
     Byte-identical to preprocessing each image in turn with :func:`preprocess_image` and ``tofile``.
-    ``workers`` processes each write their own files (only paths and small error records cross
-    process boundaries). Each bin is written under a temporary name and renamed, so a run that is
+    ``workers`` processes each write their own files (only paths, counts and errors cross process
+    boundaries). Each bin is written under a temporary name and renamed, so a run that is
     killed or fails never leaves a partial file under a final ``.bin`` name; bins completed before
     a failure stay (they are whole). Other files already in ``out_dir`` are left alone.
     """
@@ -227,11 +220,7 @@ def _run_pool(samples: Sequence[Sample], finals: list[Path], token: str, workers
     try:
         futures = [executor.submit(_worker_chunk, chunk, token) for chunk in chunks]
         for future in as_completed(futures):
-            done, error = future.result()
-            bar.update(done)
-            if error is not None:
-                cls, where, problem, hint = error
-                raise cls(where, problem, hint)
+            bar.update(future.result())
     except BrokenProcessPool:
         raise BinsError(out, "a preprocessing worker process died (killed, or out of memory)",
                         "rerun; bins already written are complete, and workers=1 needs less memory") from None

@@ -105,10 +105,6 @@ class OnnxRuntimeRunner(Runner):
         aux, main = self._session.run(self._outputs, {self._input: batch})
         return aux, main
 
-    @property
-    def session(self) -> Any:
-        return self._session
-
     def describe(self) -> dict[str, Any]:
         import onnxruntime as ort
 
