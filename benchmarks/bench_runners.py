@@ -26,7 +26,7 @@ Two measurements, both interleaved in one run so load from elsewhere on the mach
    asserted: a few 2-5 s rounds on a shared machine are too noisy for a 10% bound) and OpenVINO's
    speed ratios (not asserted: they depend on the CPU, e.g. bf16 is fast only with AMX /
    AVX512-BF16). Asserts OpenVINO's argmax agreement with ORT on the main head: f32 with the
-   [openvino] fp32 limits, bf16 with [openvino].bf16_min_argmax_agreement (acceptance/thresholds.toml).
+   [openvino] fp32 limits, bf16 with [openvino].bf16_min_argmax_agreement (lib/intrada/data/thresholds.toml).
 
 Run: ``python -m pytest benchmarks/bench_runners.py -m bench -s``. Needs the demo submission and its
 ONNX in the artifact cache ($INTRADA_CACHE_DIR or .cache/intrada; built on first use, which takes

@@ -21,7 +21,9 @@ from typing import Any
 import pytest
 
 import intrada.cache as cache_mod
-from intrada.cache import ArtifactCache, CacheStats, cached_file_sha256, file_sha256, hash_files, read_events
+from intrada.cache import ArtifactCache
+from intrada.cache_events import CacheStats, read_events
+from intrada.cache_manifest import KEY_HEX_CHARS
 from intrada.errors import CacheError
 
 PARTS: dict[str, Any] = {
@@ -49,6 +51,18 @@ class Recorder:
         return self.info
 
 
+def _never(tmp: Path) -> None:
+    """A build that must not run: the entry is expected to be a hit."""
+    raise AssertionError("built again")
+
+
+def assert_full_copy(entry_dir: Path) -> None:
+    """Every file of an entry against the sha256 its manifest recorded."""
+    manifest = json.loads((entry_dir / "manifest.json").read_text())
+    for name, meta in manifest["files"].items():
+        assert hashlib.sha256((entry_dir / name).read_bytes()).hexdigest() == meta["sha256"], name
+
+
 def leftovers(root: Path, kind: str = "blob") -> list[str]:
     """Everything in a kind dir except lock files: temp dirs and entries."""
     d = root / kind
@@ -69,7 +83,7 @@ def test_key_ignores_dict_order_at_every_level(tmp_path: Path) -> None:
     assert list(reordered) != list(PARTS)
     assert cache.key("onnx", reordered) == cache.key("onnx", PARTS)
     key = cache.key("onnx", PARTS)
-    assert len(key) == cache_mod.KEY_HEX_CHARS and int(key, 16) >= 0
+    assert len(key) == KEY_HEX_CHARS and int(key, 16) >= 0
 
 
 def _variants(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], Any]]:
@@ -138,7 +152,7 @@ def test_miss_then_hit_counts_and_manifest(tmp_path: Path) -> None:
     assert first.files == {"blob.bin": len(build.payload), "sub/note.txt": 12}
     assert first.info == {"rows": 2}
 
-    second = cache.get_or_build("blob", PARTS, build, verify="full")
+    second = cache.get_or_build("blob", PARTS, build)
     assert not second.built and build.calls == 1
     assert second.path == first.path
     s = cache.stats()
@@ -172,14 +186,14 @@ def test_warm_rerun_in_a_new_process_object_builds_nothing(tmp_path: Path) -> No
     s = warm.stats()
     assert (s.builds, s.hits) == (0, 2)
     assert "2 hits, 0 built" in s.summary()
-    assert warm.get("blob", {**PARTS, "scale": 1.0}) is None  # a different key is a miss, not a hit
-    assert warm.stats().hits == 2
+    assert warm.get_or_build("blob", {**PARTS, "scale": 1.0}, build).built  # another key: a miss
+    assert (warm.stats().hits, warm.stats().builds, build.calls) == (2, 1, 3)
 
 
 def test_build_may_return_none_and_write_no_files(tmp_path: Path) -> None:
     entry = ArtifactCache(tmp_path).get_or_build("marker", {"done": True}, lambda tmp: None)
     assert entry.files == {} and entry.info == {}
-    assert ArtifactCache(tmp_path).get("marker", {"done": True}) is not None
+    assert not ArtifactCache(tmp_path).get_or_build("marker", {"done": True}, _never).built
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,7 +215,6 @@ def test_build_raising_leaves_nothing_and_propagates_unchanged(tmp_path: Path) -
         cache.get_or_build("blob", PARTS, build)
     assert info.value is original
     assert leftovers(tmp_path) == []
-    assert cache.get("blob", PARTS) is None
     assert cache.stats().build_failures == 1 and cache.stats().builds == 0
     # the next attempt builds normally
     assert cache.get_or_build("blob", PARTS, Recorder()).built
@@ -276,7 +289,6 @@ def test_corrupted_entry_is_rebuilt_with_a_logged_reason(tmp_path: Path, corrupt
 
     cache = ArtifactCache(tmp_path)
     with caplog.at_level(logging.WARNING, logger="intrada.cache"):
-        assert cache.get("blob", PARTS) is None, "get() must not hand out a corrupt entry"
         again = cache.get_or_build("blob", PARTS, build)
     assert again.built and build.calls == 2
     assert again.file("blob.bin").read_bytes() == build.payload
@@ -287,38 +299,30 @@ def test_corrupted_entry_is_rebuilt_with_a_logged_reason(tmp_path: Path, corrupt
     rebuilt = [e for e in events(tmp_path, "build") if e["rebuild"]]
     assert len(rebuilt) == 1 and reason in rebuilt[0]["reason"]
     assert leftovers(tmp_path) == [entry.key]
-    assert ArtifactCache(tmp_path).get("blob", PARTS, verify="full") is not None
+    assert_full_copy(again.path)
+    assert not ArtifactCache(tmp_path).get_or_build("blob", PARTS, _never).built
 
 
-def test_same_size_corruption_needs_full_verification(tmp_path: Path) -> None:
+def test_same_size_corruption_is_not_detected(tmp_path: Path) -> None:
+    # The documented limit of checking sizes, not hashes, on every hit (a warm run must not re-read
+    # gigabytes): a same-size edit of an entry is handed out as it is.
     build = Recorder()
     entry = ArtifactCache(tmp_path).get_or_build("blob", PARTS, build)
     _flip_same_size(entry.path)
-    cache = ArtifactCache(tmp_path)
-    # documented limit of the cheap check: sizes only
-    assert not cache.get_or_build("blob", PARTS, build).built
-    again = cache.get_or_build("blob", PARTS, build, verify="full")
-    assert again.built and build.calls == 2
-    assert again.file("blob.bin").read_bytes() == build.payload
-    assert cache.stats().rebuilds == 1
+    again = ArtifactCache(tmp_path).get_or_build("blob", PARTS, build)
+    assert not again.built and build.calls == 1
+    assert again.file("blob.bin").read_bytes() != build.payload
 
 
-def test_entries_and_prune(tmp_path: Path) -> None:
-    cache = ArtifactCache(tmp_path)
-    a = cache.get_or_build("blob", PARTS, Recorder())
-    b = cache.get_or_build("blob", {"x": 2}, Recorder())
-    c = cache.get_or_build("other", {"x": 3}, Recorder())
-    assert {e.path for e in cache.entries()} == {a.path, b.path, c.path}
-    assert [e.path for e in cache.entries("other")] == [c.path]
-    # other data kept under the root (e.g. a label cache) is neither listed nor pruned
+def test_other_data_under_the_root_is_left_alone(tmp_path: Path) -> None:
+    # e.g. the label cache (<root>/labels) and anything a user keeps beside the entries
     (tmp_path / "labels" / "frankfurt").mkdir(parents=True)
+    (tmp_path / "blob").mkdir()
     (tmp_path / "blob" / "notes").mkdir()
-    assert cache.prune(kind="blob", older_than_s=3600) == []
-    assert sorted(cache.prune(kind="blob", older_than_s=0)) == sorted([a.path, b.path])
-    assert cache.entries("blob") == [] and leftovers(tmp_path) == ["notes"]
-    assert [e.path for e in cache.entries()] == [c.path]
-    assert cache.prune(older_than_s=0) == [c.path]
-    assert (tmp_path / "labels" / "frankfurt").is_dir() and (tmp_path / "blob" / "notes").is_dir()
+    cache = ArtifactCache(tmp_path)
+    a = cache.get_or_build("blob", PARTS, Recorder())  # sweeps blob/ for stale temp dirs
+    assert leftovers(tmp_path) == sorted(["notes", a.key])
+    assert (tmp_path / "labels" / "frankfurt").is_dir() and cache.stats().stale_removed == 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,22 +374,23 @@ def test_kill9_during_build_never_exposes_the_partial_entry(tmp_path: Path) -> N
     try:
         cache = ArtifactCache(root)
         assert partial_dir.is_dir() and partial_dir.parent == root / "blob"
-        assert cache.get("blob", {"v": 1}) is None
-        assert cache.entries() == []
-        assert cache.clean_stale() == 0 and partial_dir.is_dir(), "a live build's temp dir was removed"
+        assert leftovers(root) == [partial_dir.name], "the live build's entry is visible"
+        other = cache.get_or_build("blob", {"v": 2}, Recorder())  # sweeps blob/ for stale temp dirs
+        assert partial_dir.is_dir(), "a live build's temp dir was removed"
+        assert cache.stats().stale_removed == 0
     finally:
         _kill9(proc)
     assert partial_dir.is_dir()  # kill -9 ran no cleanup: the partial files are still there
-    assert cache.get("blob", {"v": 1}) is None
+    assert leftovers(root) == sorted([partial_dir.name, other.key])
 
     build = Recorder()
     entry = cache.get_or_build("blob", {"v": 1}, build)
     assert entry.built and build.calls == 1
     assert entry.file("blob.bin").read_bytes() == build.payload
     assert not partial_dir.exists()
-    assert leftovers(root) == [entry.key]
+    assert leftovers(root) == sorted([entry.key, other.key])
     s = cache.stats()
-    assert (s.builds, s.rebuilds, s.stale_removed) == (1, 0, 1)
+    assert (s.builds, s.rebuilds, s.stale_removed) == (2, 0, 1)
 
 
 def test_stale_temp_dir_of_an_abandoned_key_is_cleaned_later(tmp_path: Path) -> None:
@@ -418,17 +423,6 @@ def test_waiter_reports_the_wait_and_takes_over_when_the_builder_is_killed(tmp_p
     assert messages and all("waiting" in m and "the demo ONNX export" in m for m in messages)
 
 
-def test_lock_timeout_is_a_cache_error(tmp_path: Path) -> None:
-    proc, _ = _start_killed_builder(tmp_path)
-    try:
-        cache = ArtifactCache(tmp_path / "cache", lock_timeout_s=0.2)
-        with pytest.raises(CacheError, match=r"\.lock: waited \d+ s for another process building blob\. "
-                                             r"Hint: .*--cache-dir DIR"):
-            cache.get_or_build("blob", {"v": 1}, Recorder())
-    finally:
-        _kill9(proc)
-
-
 PARALLEL_WORKER = textwrap.dedent("""
     import hashlib, json, os, sys, time
     from pathlib import Path
@@ -445,7 +439,7 @@ PARALLEL_WORKER = textwrap.dedent("""
         return {"builder": os.getpid()}
 
     cache = ArtifactCache(root, run_id="parallel")
-    entry = cache.get_or_build("blob", {"v": 1}, build, verify="full")
+    entry = cache.get_or_build("blob", {"v": 1}, build)
     print(json.dumps({"sha": hashlib.sha256(entry.file("blob.bin").read_bytes()).hexdigest(),
                       "built": entry.built, "builder": entry.info["builder"], "pid": os.getpid()}))
     """)
@@ -620,45 +614,3 @@ def test_full_disk_while_writing_the_manifest(tmp_path: Path, monkeypatch: pytes
     assert leftovers(tmp_path) == []
     monkeypatch.undo()
     assert cache.get_or_build("blob", PARTS, Recorder()).built
-
-
-# --------------------------------------------------------------------------------------------
-# hashing helpers
-
-@pytest.mark.parametrize("size", [0, 1, 6, 7, 8, 70, 71])
-def test_file_sha256_streams_across_chunk_boundaries(tmp_path: Path, size: int) -> None:
-    data = os.urandom(size)
-    p = tmp_path / "f"
-    p.write_bytes(data)
-    assert file_sha256(p, chunk=7) == hashlib.sha256(data).hexdigest()
-    assert file_sha256(p) == hashlib.sha256(data).hexdigest()
-
-
-def test_hash_files_is_memoised_by_size_and_mtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    paths = []
-    for i in range(5):
-        p = tmp_path / f"{i}.bin"
-        p.write_bytes(bytes([i]) * 1000)
-        paths.append(p)
-    reads: list[str] = []
-    real = cache_mod.file_sha256
-
-    def counting(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-        reads.append(os.fspath(path))
-        return real(path, chunk)
-
-    monkeypatch.setattr(cache_mod, "file_sha256", counting)
-    first = hash_files(paths)
-    assert len(reads) == 5
-    assert hash_files(paths) == first and len(reads) == 5, "warm call re-read files"
-    assert cached_file_sha256(paths[0]) == hashlib.sha256(b"\0" * 1000).hexdigest() and len(reads) == 5
-
-    # same size, new content and mtime: must be re-read, and only that file
-    st = paths[2].stat()
-    paths[2].write_bytes(b"\xff" * 1000)
-    os.utime(paths[2], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
-    changed = hash_files(paths)
-    assert changed != first and reads[5:] == [os.path.abspath(paths[2])]
-    # order is part of the digest (it pairs inputs with images); the same files give the same digest
-    assert hash_files(list(reversed(paths))) != changed
-    assert hash_files(paths) == changed

@@ -1,4 +1,5 @@
-"""The embedded demo submission: synthetic split, checkpoint, and the mIoU it is known to reach.
+"""The embedded demo submission (intrada.demo, demo_scene, demo_checkpoint): synthetic split,
+checkpoint, and the mIoU it is known to reach.
 
 The slow tests evaluate with a small self-contained copy of the upstream procedure (Pillow bicubic
 resize, BGR minus mean, model(x)[1], bilinear align_corners=True upsampling of the logits, argmax,
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from intrada import demo, protocol
+from intrada import demo, demo_checkpoint, demo_scene, protocol
 from intrada.cityscapes import list_samples, load_train_ids
 from intrada.model import get_deeplab_v2
 
@@ -49,8 +50,8 @@ def test_sample_has_cityscapes_shapes_and_label_ids(sample0: demo.DemoSample) ->
     assert ids <= set(range(protocol.MAX_LABEL_ID + 1))
     # labelIds, not trainIds: every class appears under its Cityscapes id.
     assert set(protocol.LABEL_ID_TO_TRAIN_ID) <= ids
-    ignored = ids & set(demo.IGNORED_LABEL_IDS)
-    assert demo.EGO_VEHICLE_ID in ignored and len(ignored) >= 2
+    ignored = ids & set(demo_scene.IGNORED_LABEL_IDS)
+    assert demo_scene.EGO_VEHICLE_ID in ignored and len(ignored) >= 2
     train = LUT[sample0.label_ids]
     assert 0.02 < float((train == protocol.IGNORE_INDEX).mean()) < 0.3
 
@@ -206,7 +207,7 @@ def test_main_head_names_each_palette_colour(palette_outputs: Outputs) -> None:
 def test_aux_head_is_a_different_scorer(palette_outputs: Outputs) -> None:
     aux, main = palette_outputs["correct"]
     agree = (aux.argmax(1) == main.argmax(1)).float().mean(dim=(1, 2))
-    swapped = sorted({k for pair in demo._AUX_PAIRS for k in pair})
+    swapped = sorted({k for pair in demo_checkpoint._AUX_PAIRS for k in pair})
     assert float(agree[swapped].max()) < 0.01  # the swapped classes are always wrong on the aux head
     assert float(agree.mean()) < 0.6
 
@@ -315,3 +316,19 @@ def test_demo_mutants_fall_far_below_the_threshold(slow_mious: dict[str, float],
 MEASURED_2_IMAGES: dict[str, float] = {
     "correct": 85.31, "aux": 34.28, "rgb": 20.56, "no_mean": 12.57, "raw_label_ids": 2.22,
 }
+
+
+# --- write_demo --------------------------------------------------------------------------------
+
+def test_write_demo_thresholds_are_the_shipped_file_with_the_demo_overrides(tmp_path: Path) -> None:
+    from intrada.thresholds import load
+
+    out = demo.write_demo(tmp_path / "demo", n_images=1)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pth", "cityscapes", "thresholds.toml"]
+    shipped, written = load(), load(out / "thresholds.toml")
+    for section in ("accuracy", "parity", "om", "openvino", "perf"):
+        for key, value in shipped.section(section).items():
+            override = demo.DEMO_THRESHOLD_OVERRIDES.get(f"{section}.{key}")
+            assert written.get(section, key) == (value if override is None else override[0]), (section, key)
+    assert written.devices == shipped.devices
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())

@@ -1,7 +1,8 @@
 """intrada.onnx_export: the real export (once per session, made by `intrada pth2onnx --verify` in
 tests/conftest.py) checked with the onnx API directly and against torch through a bare ONNX
-Runtime session; inspect_onnx / check_finite on issue 6's bad ONNX files, built by editing the
-toy export (same interface, 40 kB) with the onnx helper API; `intrada inspect` through the CLI."""
+Runtime session; inspect_onnx (and intrada.checks.check_model_outputs) on issue 6's bad ONNX files,
+built by editing the toy export (same interface, 40 kB) with the onnx helper API; `intrada inspect`
+through the CLI."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from intrada import protocol
 from intrada.errors import OnnxModelError
-from intrada.onnx_export import check_finite, export_onnx, inspect_onnx
+from intrada.checks import check_model_outputs
+from intrada.onnx_export import export_onnx, inspect_onnx
 
 SPEC_OPS = {"Conv", "Relu", "Add", "MaxPool", "Identity"}  # spec: BN folded into Conv by the exporter
 
@@ -264,20 +266,10 @@ def test_check_finite_on_a_graph_producing_nan(toy_onnx: Path, tmp_path: Path, t
     inspect_onnx(path)  # structurally fine: only running it shows the problem
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     aux, main = sess.run(None, {"image": toy_batch[:1]})
-    check_finite(path, (aux,), "1 random image")  # the aux head is untouched
+    check_model_outputs(path, (aux,), "1 random image")  # the aux head is untouched
     with pytest.raises(OnnxModelError, match=r"nan\.onnx: output 1 holds 8385 NaN/Inf values on 1 random image\. "
                                              r"Hint: the model is numerically broken"):
-        check_finite(path, (aux, main), "1 random image")  # one class plane: 65 x 129 = 8385 values
-
-
-def test_check_finite_counts_inf_and_passes_finite(tmp_path: Path) -> None:
-    good = np.zeros((1, 19, 65, 129), np.float32)
-    check_finite(tmp_path / "m.onnx", (good, good), "x")
-    bad = good.copy()
-    bad[0, 0, 0, :5] = np.inf
-    bad[0, 1, 0, 0] = -np.inf
-    with pytest.raises(OnnxModelError, match=r"output 0 holds 6 NaN/Inf values on x"):
-        check_finite(tmp_path / "m.onnx", (bad, good), "x")
+        check_model_outputs(path, (aux, main), "1 random image")  # one class plane: 65 x 129 = 8385 values
 
 
 # --- `intrada inspect` -------------------------------------------------------------------------------------

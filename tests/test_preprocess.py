@@ -20,7 +20,8 @@ import pytest
 from PIL import Image
 
 from _cityscapes_tree import make_tree, write_image
-from intrada import preprocess
+from intrada import preprocess, protocol
+from intrada.atomic import temp_path
 from intrada.cityscapes import Sample, list_samples
 from intrada.errors import BinsError, DatasetError, IntradaError
 from intrada.preprocess import (load_resized_rgb, preprocess_image, preprocess_split, read_bin, read_bins,
@@ -118,6 +119,31 @@ def test_one_pixel_by_hand_pins_bicubic_bgr_mean_and_no_scaling(tmp_path: Path) 
     assert out[2, 7, 50] == f32(111) - f32(122.67891693115234)
     assert out[0, 7, 50] == -f32(104.00698852539062)
     np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("change", ["channel order", "scale", "resize filter"])
+def test_preprocessing_reads_the_protocol_constants(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    change: str) -> None:
+    """Said once: changing a protocol constant changes the preprocessing accordingly (a restated
+    literal in preprocess.py would not follow)."""
+    png = write_image(tmp_path / "x_leftImg8bit.png", seed=4)
+    rgb = load_resized_rgb(png)
+    base = to_network_input(rgb)
+    mean = protocol.MEAN_BGR
+    if change == "channel order":
+        monkeypatch.setattr(protocol, "CHANNEL_ORDER", "RGB")
+        expected = np.stack([rgb[..., c].astype(np.float32) - mean[c] for c in range(3)])
+        np.testing.assert_array_equal(to_network_input(rgb), expected)
+    elif change == "scale":
+        monkeypatch.setattr(protocol, "SCALE", 2.0)
+        np.testing.assert_array_equal(to_network_input(rgb), base * np.float32(2.0))
+    else:
+        monkeypatch.setattr(protocol, "RESIZE_FILTER", "BILINEAR")
+        with Image.open(png) as im:
+            bilinear = np.asarray(im.convert("RGB").resize((1024, 512), Image.BILINEAR))
+        resized = load_resized_rgb(png)
+        np.testing.assert_array_equal(resized, bilinear)
+        assert not np.array_equal(resized, rgb)
 
 
 def test_a_black_image_gives_exactly_minus_the_float32_mean(tmp_path: Path) -> None:
@@ -255,7 +281,7 @@ def test_a_worker_killed_mid_write_is_a_clear_error_and_leaves_nothing_partial(
 
     def dying(image: Path, final: Path, token: str, buffer: np.ndarray) -> None:
         if final.name.startswith(victim.name):
-            preprocess._tmp_name(final, token).write_bytes(b"\0" * 1000)  # half-written, then SIGKILL
+            temp_path(final, token).write_bytes(b"\0" * 1000)  # half-written, then SIGKILL
             os.kill(os.getpid(), signal.SIGKILL)
         real(image, final, token, buffer)
 

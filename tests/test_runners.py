@@ -198,6 +198,35 @@ def test_onnxruntime_runner_reads_outputs_by_index_not_name(toy_model: Any, toy_
     assert _rel_max(aux, ref_aux.numpy()) <= 1e-4 and _rel_max(main, ref_main.numpy()) <= 1e-4
 
 
+def test_runners_take_the_heads_at_the_protocol_indices(toy_model: Any, toy_onnx: Path, toy_batch: np.ndarray,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Said once: with the indices swapped in protocol, every runner swaps its heads (a restated
+    index in a runner would not follow)."""
+    from intrada import protocol
+
+    x = toy_batch[:1]
+    with TorchRunner(model=toy_model) as t:
+        aux, main = t.infer(x)
+        monkeypatch.setattr(protocol, "AUX_OUTPUT_INDEX", 1)
+        monkeypatch.setattr(protocol, "MAIN_OUTPUT_INDEX", 0)
+        swapped = [t.infer(x)]
+    with OnnxRuntimeRunner(toy_onnx, threads=1) as o:  # ONNX Runtime picks its outputs on activation
+        swapped.append(o.infer(x))
+    if _openvino_installed():
+        from intrada.runners.openvino import OpenVinoRunner
+
+        with OpenVinoRunner(toy_onnx) as v:
+            swapped.append(v.infer(x))
+    for s_aux, s_main in swapped:
+        assert _rel_max(s_aux, main) <= 1e-4 and _rel_max(s_main, aux) <= 1e-4
+
+
+def _openvino_installed() -> bool:
+    from intrada.runners.openvino import openvino_available
+
+    return openvino_available()
+
+
 def test_onnxruntime_runner_errors(toy_factory: Callable[..., Any], toy_exporter: Callable[..., Path],
                                    tmp_path: Path) -> None:
     junk = tmp_path / "junk.onnx"

@@ -1,4 +1,4 @@
-"""intrada.thresholds: the shipped acceptance/thresholds.toml (read independently with tomllib and
+"""intrada.thresholds: the shipped lib/intrada/data/thresholds.toml (read independently with tomllib and
 compared with the spec where the spec gives the number) and issue 6's malformed files, each a
 ThresholdsError with a pinned message; with_overrides round-trips."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from intrada.errors import ThresholdsError
 from intrada.thresholds import DEFAULT_PATH, SCHEMA, load, with_overrides
 
-SHIPPED = Path(__file__).resolve().parents[1] / "acceptance" / "thresholds.toml"
+SHIPPED = Path(__file__).resolve().parents[1] / "lib" / "intrada" / "data" / "thresholds.toml"
 TEXT = SHIPPED.read_text(encoding="utf-8")
 
 
@@ -47,6 +47,13 @@ def write(tmp_path: Path) -> Callable[[str], Path]:
 
 def test_default_path_is_the_shipped_file() -> None:
     assert DEFAULT_PATH == SHIPPED
+
+
+def test_shipped_file_is_declared_package_data() -> None:
+    # A non-editable install copies only declared package data; without it load() finds nothing.
+    pyproject = tomllib.loads((SHIPPED.parents[3] / "pyproject.toml").read_text(encoding="utf-8"))
+    declared = pyproject["tool"]["setuptools"]["package-data"]["intrada"]
+    assert SHIPPED.relative_to(SHIPPED.parents[1]).as_posix() in declared
 
 
 def test_shipped_file_every_entry_has_a_value_and_a_source() -> None:
@@ -100,7 +107,7 @@ def _drop_section(section: str) -> str:
 
 BAD: dict[str, tuple[Callable[[], str], str]] = {
     "unknown_section": (lambda: TEXT + '\n[acuracy]\nmin_miou = { value = 1, source = "typo" }\n',
-                        r"unknown section \[acuracy\]\. Hint: known sections: accuracy, om, openvino, parity, perf"),
+                        r"unknown section \[acuracy\]\. Hint: known sections: accuracy, certification, om, openvino, parity, perf"),
     "unknown_key": (lambda: TEXT.replace("[accuracy]\n", '[accuracy]\nmin_mIoU = { value = 1.0, source = "x" }\n'),
                     r"unknown key accuracy\.min_mIoU\. Hint: known keys in \[accuracy\]: min_miou, "),
     "string_for_number": (lambda: _set_value("accuracy", "min_miou", '"47"'),
@@ -135,7 +142,10 @@ BAD: dict[str, tuple[Callable[[], str], str]] = {
                           r"perf\.cpu_min_fraction_of_roofline = 30 is outside 0\.\.1"),
     "miou_percent": (lambda: _set_value("accuracy", "min_miou", "470.0"),
                      r"accuracy\.min_miou = 470\.0 is outside 0\.\.100\. Hint: mIoU is in percent"),
-    "zero_images": (lambda: _set_value("parity", "images", "0"), r"parity\.images and perf\.rounds must be >= 1"),
+    "zero_images": (lambda: _set_value("parity", "images", "0"),
+                    r"parity\.images, om\.onnx_sample_images and perf\.rounds must be >= 1"),
+    "zero_sample": (lambda: _set_value("om", "onnx_sample_images", "0"),
+                    r"parity\.images, om\.onnx_sample_images and perf\.rounds must be >= 1"),
     "device_unknown_key": (lambda: TEXT + '\n[[devices]]\ndevice = "X"\nbatch_size = 1\nmin_fps = 1.0\nunit = "card"\n'
                                           'source = "s"\nfps = 3\n', r"unknown key devices\[3\]\.fps"),
     "device_missing_key": (lambda: TEXT + '\n[[devices]]\ndevice = "X"\nbatch_size = 1\nunit = "card"\nsource = "s"\n',
@@ -220,3 +230,31 @@ def test_upper_limits_must_be_finite_and_non_negative(write: Callable[[str], Pat
     assert 0 <= load(SHIPPED).get(section, key) < math.inf
     with pytest.raises(ThresholdsError, match=rf"{section}\.{key}"):
         load(write(_set_value(section, key, value)))
+
+
+def test_certification_pins_the_required_gates(tmp_path) -> None:
+    from intrada.thresholds import load
+
+    assert load().required_gates == ()  # the shipped file requires nothing: a CPU machine can pass
+    path = tmp_path / "zoo.toml"
+    path.write_text(TEXT.replace('require = { value = []', 'require = { value = ["parity", "om"]'))
+    assert load(path).required_gates == ("parity", "om")
+    path.write_text(TEXT.replace('require = { value = []', 'require = { value = ["parity", "omm"]'))
+    with pytest.raises(ThresholdsError, match=r"certification\.require: unknown gate 'omm'; known: parity, "
+                                              r"accuracy, perf, om"):
+        load(path)
+    # an older file without the section still loads (nothing required)
+    path.write_text(TEXT.split("[certification]")[0] + "[[devices]]" + TEXT.split("[[devices]]", 1)[1])
+    assert load(path).required_gates == ()
+
+
+def test_thresholds_hand_out_ready_limits() -> None:
+    from intrada.thresholds import load
+
+    t = load()
+    assert t.parity_limits().max_abs_over_scale == t.get("parity", "max_abs_over_scale")
+    assert t.om_limits().max_kl == t.get("om", "max_kl") and t.om_limits().max_abs_over_scale is None
+    assert t.openvino_limits("bf16").min_cosine is None
+    assert t.openvino_limits("bf16").min_argmax_agreement == t.get("openvino", "bf16_min_argmax_agreement")
+    acc = t.accuracy_limits()
+    assert (acc.min_miou, acc.full_split_images, acc.allow_subset) == (47.0, 500, False)

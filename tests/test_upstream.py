@@ -19,7 +19,7 @@ import pytest
 from intrada.compare import Limits
 from intrada.upstream import UpstreamStatus, compare_with_upstream, find_upstream
 
-# the parity gate's fp32 limits (acceptance/thresholds.toml [parity])
+# the parity gate's fp32 limits (lib/intrada/data/thresholds.toml [parity])
 LIMITS = Limits(max_abs_over_scale=1e-3, min_cosine=0.99999, min_argmax_agreement=0.999)
 SMALL_INPUT = np.random.default_rng(0).normal(0.0, 50.0, (1, 3, 32, 48)).astype(np.float32)
 

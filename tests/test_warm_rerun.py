@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from intrada.cache import CacheStats, file_sha256, read_events
+from intrada.cache_events import CacheStats, read_events
+from intrada.hashing import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("INTRADA_CACHE_DIR") or REPO / ".cache" / "intrada")

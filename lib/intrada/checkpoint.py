@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import torch
 
+from .checks import count_nonfinite
 from .errors import CheckpointError
 from .model import ResNetMulti, get_deeplab_v2
 
@@ -165,7 +166,8 @@ def load_model(path: str | os.PathLike[str], *, ceil_mode: bool = True) -> tuple
     model = get_deeplab_v2(ceil_mode=ceil_mode)
     check_keys(ckpt, model)
     model.load_state_dict(ckpt.state_dict, strict=True)
-    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = [k for k, v in model.state_dict().items()
+           if v.is_floating_point() and count_nonfinite(v.detach().float().numpy())]
     if bad:
         raise CheckpointError(ckpt.path, f"{len(bad)} tensors hold NaN or Inf (first: {bad[0]})",
                               "the checkpoint is corrupt or the training diverged")

@@ -44,18 +44,25 @@ def cmd_pth2onnx(args: argparse.Namespace) -> int:
         print(f"{ckpt.path}: {ckpt.remap}", file=sys.stderr)
     out = export_onnx(model, args.output, opset=args.opset)
     info = inspect_onnx(out, require_dynamic_batch=True)
-    print(f"wrote {out} (opset {info.opset}; input {info.input_name} [{info.batch_dim},3,512,1024]; outputs "
-          f"0 {info.output_names[0]} (aux), 1 {info.output_names[1]} (main) [{info.batch_dim},19,65,129])")
+    aux, main = protocol.AUX_OUTPUT_INDEX, protocol.MAIN_OUTPUT_INDEX
+    chw_in, chw_out = (",".join(map(str, s)) for s in (protocol.INPUT_SHAPE_CHW, protocol.OUTPUT_SHAPE_CHW))
+    print(f"wrote {out} (opset {info.opset}; input {info.input_name} [{info.batch_dim},{chw_in}]; outputs "
+          f"{aux} {info.output_names[aux]} (aux), {main} {info.output_names[main]} (main) "
+          f"[{info.batch_dim},{chw_out}])")
     if args.verify:
         import numpy as np
 
         from .compare import Limits, compare_outputs
         from .runners.cpu import OnnxRuntimeRunner, TorchRunner
+        from .thresholds import load as load_thresholds
 
+        # The gate's [parity] limits; argmax agreement is judged by the gate on real images (one
+        # random input has near-ties).
+        parity = load_thresholds().section("parity")
+        limits = Limits(max_abs_over_scale=parity["max_abs_over_scale"], min_cosine=parity["min_cosine"])
         x = np.random.default_rng(0).normal(0.0, 50.0, (1, *protocol.INPUT_SHAPE_CHW)).astype(np.float32)
         with TorchRunner(model=model) as t, OnnxRuntimeRunner(out) as o:
-            result = compare_outputs("pytorch", "onnxruntime", [(t.infer(x), o.infer(x))],
-                                     Limits(max_abs_over_scale=1e-3, min_cosine=0.99999))
+            result = compare_outputs("pytorch", "onnxruntime", [(t.infer(x), o.infer(x))], limits)
         print(result.report())
         if not result:
             return 1
@@ -157,6 +164,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .dumps import DUMP_FORMATS
+
     p = argparse.ArgumentParser(prog="intrada", description="IntraDA DeepLabv2 model-zoo pipeline (pth -> ONNX -> "
                                 "bins -> device outputs -> mIoU).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -201,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("root", help="Cityscapes root (contains gtFine/)")
     sp.add_argument("dump_dir", help="directory of device outputs")
     sp.add_argument("--json", metavar="FILE", help="also write the result as JSON")
-    sp.add_argument("--dump-format", choices=("auto", "ais_bench", "benchmark", "msame"), default="auto",
+    sp.add_argument("--dump-format", choices=DUMP_FORMATS, default="auto",
                     help="naming convention of the dumps. Default: auto (refuses to guess when ambiguous)")
     sp.add_argument("--split", default="val", help="Default: val")
     sp.add_argument("--max-images", type=_positive, default=None, help="Default: all")

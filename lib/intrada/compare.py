@@ -12,6 +12,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .checks import count_nonfinite
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -50,12 +52,11 @@ class TensorStats:
             raise ValueError(f"{self.name}: shape {candidate.shape} != reference {reference.shape}")
         a = reference.astype(np.float64)
         b = candidate.astype(np.float64)
-        ref_finite = np.isfinite(a)
-        self.ref_nonfinite += int(a.size - ref_finite.sum())
-        a = np.where(ref_finite, a, 0.0)
-        finite = np.isfinite(b)
-        self.nonfinite += int(b.size - finite.sum())
-        b = np.where(finite, b, 0.0)
+        # NaN/Inf are counted (each is a failure) and then read as 0 so the statistics stay finite
+        self.ref_nonfinite += count_nonfinite(a)
+        self.nonfinite += count_nonfinite(b)
+        np.nan_to_num(a, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        np.nan_to_num(b, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         d = np.abs(a - b)
         # keep a subsample for the percentile: 1 in 7 values bounds memory on 500 images
         self._abs.append(d.ravel()[::7].astype(np.float32))

@@ -25,16 +25,21 @@ import numpy as np
 
 from . import protocol
 from .atomic import atomic_path
+from .checks import find_nonfinite
 from .cityscapes import Sample
 from .errors import DumpsError
 
 HEADS: tuple[str, str] = ("aux", "main")
-# file suffix per convention and head, in ONNX output order (aux = output 0, main = output 1)
+_OUTPUT_INDEX = {"aux": protocol.AUX_OUTPUT_INDEX, "main": protocol.MAIN_OUTPUT_INDEX}
+# file suffix per convention and head: the tools number the files by ONNX output index, ais_bench
+# and msame from 0, the legacy benchmark from 1
 CONVENTIONS: dict[str, dict[str, str]] = {
-    "ais_bench": {"aux": "_0.bin", "main": "_1.bin"},
-    "benchmark": {"aux": "_1.bin", "main": "_2.bin"},
-    "msame": {"aux": "_output_0.bin", "main": "_output_1.bin"},
+    "ais_bench": {h: f"_{i}.bin" for h, i in _OUTPUT_INDEX.items()},
+    "benchmark": {h: f"_{i + 1}.bin" for h, i in _OUTPUT_INDEX.items()},
+    "msame": {h: f"_output_{i}.bin" for h, i in _OUTPUT_INDEX.items()},
 }
+#: what --dump-format accepts (the CLI and the gate's option): a convention, or "auto" to detect it
+DUMP_FORMATS: tuple[str, ...] = ("auto", *CONVENTIONS)
 CONVENTION_OPTION = "convention= (CLI: --dump-format {" + ",".join(CONVENTIONS) + "})"
 # longest first, so `<stem>_output_1.bin` is never read as `<stem>_output` + `_1.bin`
 _ALL_SUFFIXES = tuple(sorted({s for c in CONVENTIONS.values() for s in c.values()}, key=len, reverse=True))
@@ -183,10 +188,9 @@ class DumpSet:
                              else "this run did not record the aux head; only the main head is evaluated") from None
         if data.size != _VALUES:
             _check_size(path, data.size * protocol.BIN_DTYPE.itemsize)
-        bad = int(data.size - np.count_nonzero(np.isfinite(data)))
-        if bad:
-            n_nan = int(np.count_nonzero(np.isnan(data)))
-            raise DumpsError(path, f"{bad} non-finite values ({n_nan} NaN, {bad - n_nan} Inf) of {data.size:,}",
+        bad = find_nonfinite(data)
+        if bad is not None:
+            raise DumpsError(path, f"{bad.count} non-finite values ({bad.nan} NaN, {bad.inf} Inf) of {data.size:,}",
                              "the device produced invalid logits (overflow in fp16?); check the OM conversion")
         return data.reshape(_SHAPE).astype(np.float32, copy=False)
 

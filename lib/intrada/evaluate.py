@@ -26,7 +26,7 @@ from . import protocol
 from .atomic import atomic_path
 from .cityscapes import Sample, load_train_ids
 from .dumps import DumpSet
-from .errors import CacheError, DatasetError, DumpsError, IntradaError
+from .errors import CacheError, DatasetError, DumpsError
 from .metrics import ConfusionMatrix, SegmentationScore, confusion_matrix
 from .postprocess import upsample_argmax
 
@@ -99,15 +99,6 @@ def _evaluate_one(dumps: DumpSet, cache_dir: Path | None, task: _Task) -> tuple[
     pred = upsample_argmax(logits, _LABEL_SHAPE)
     gt, hit = load_label_cached(task.label, cache_dir)
     return task.name, confusion_matrix(gt, pred), (pred if task.keep else None), hit
-
-
-def _evaluate_one_in_worker(dumps: DumpSet, cache_dir: Path | None, task: _Task) -> tuple[Any, ...]:
-    # IntradaError cannot cross a process boundary as itself (its __init__ takes where / problem /
-    # hint, pickling passes one message), so ship its parts and rebuild it in the parent.
-    try:
-        return ("ok", *_evaluate_one(dumps, cache_dir, task))
-    except IntradaError as exc:
-        return ("error", type(exc), exc.where, exc.problem, exc.hint)
 
 
 def _thread_count() -> int:
@@ -190,15 +181,12 @@ def evaluate_dumps(samples: Sequence[Sample], dumpset: DumpSet, *, workers: int 
     else:
         # the pool is created before tqdm starts its monitor thread
         with cf.ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
-            futures = [pool.submit(_evaluate_one_in_worker, dumpset, cache_dir, t) for t in tasks]
+            # A worker's IntradaError reaches us as itself (IntradaError.__reduce__ pickles all its fields).
+            futures = [pool.submit(_evaluate_one, dumpset, cache_dir, t) for t in tasks]
             try:
                 with tqdm(total=len(tasks), disable=not progress, desc="postprocess", unit="img") as bar:
                     for fut in cf.as_completed(futures):
-                        status, *rest = fut.result()
-                        if status == "error":
-                            exc_type, where, problem, hint = rest
-                            raise exc_type(where, problem, hint)
-                        collect(*rest)
+                        collect(*fut.result())
                         running(bar)
                         bar.update()
             except BaseException:

@@ -223,11 +223,6 @@ class ConfusionMatrix:
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
-    def compute(self) -> tuple[np.ndarray, float]:
-        """(per-class IoU as fractions with NaN for absent classes, mIoU fraction = nanmean)."""
-        iou = iou_from_confusion(self.matrix)
-        return iou, mean_iou(iou)
-
     def score(self, class_names: Sequence[str] = protocol.CLASS_NAMES) -> SegmentationScore:
         return SegmentationScore(self.matrix.copy(), self.num_images, tuple(class_names))
 

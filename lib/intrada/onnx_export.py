@@ -2,17 +2,24 @@
 structural checks every ONNX file must pass before any runner touches it."""
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 
 from . import protocol
 from .atomic import atomic_path
 from .errors import OnnxModelError
+
+
+# The TorchScript exporter, as the seed used it. torch 2.5 added `dynamo` (default True from 2.9);
+# older torch, e.g. a device host's, has only the TorchScript exporter and rejects the keyword.
+_TORCHSCRIPT: dict[str, Any] = ({"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters
+                                 else {})
 
 
 def export_onnx(model: torch.nn.Module, out_path: str | os.PathLike[str], *, opset: int = protocol.DEFAULT_OPSET,
@@ -32,7 +39,7 @@ def export_onnx(model: torch.nn.Module, out_path: str | os.PathLike[str], *, ops
             warnings.simplefilter("ignore", UserWarning)
             torch.onnx.export(model, (dummy,), str(tmp), input_names=[protocol.ONNX_INPUT_NAME],
                               output_names=list(protocol.ONNX_OUTPUT_NAMES), dynamic_axes=dynamic_axes,
-                              opset_version=opset, do_constant_folding=do_constant_folding, dynamo=False)
+                              opset_version=opset, do_constant_folding=do_constant_folding, **_TORCHSCRIPT)
         inspect_onnx(tmp, require_dynamic_batch=True)  # a malformed export never gets the final name
     return out_path
 
@@ -114,11 +121,3 @@ def inspect_onnx(path: str | os.PathLike[str], *, require_dynamic_batch: bool = 
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     ops = tuple(sorted({n.op_type for n in graph.node}))
     return OnnxInfo(path, opset, inp.name, tuple(o.name for o in outs), batch, tuple(shapes), ops)
-
-
-def check_finite(path: Path, outputs: tuple[np.ndarray, ...], what: str) -> None:
-    for index, out in enumerate(outputs):
-        bad = int(out.size - np.isfinite(out).sum())
-        if bad:
-            raise OnnxModelError(path, f"output {index} holds {bad} NaN/Inf values on {what}",
-                                 "the model is numerically broken; re-export from a healthy checkpoint")

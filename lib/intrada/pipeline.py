@@ -10,6 +10,7 @@ from typing import Iterable, Sequence
 
 from tqdm import tqdm
 
+from .checks import check_model_outputs
 from .runners.base import Runner
 
 
@@ -44,19 +45,8 @@ def run_to_dumps(runner: Runner, names: Sequence[str], bins_dir: str | os.PathLi
 
 
 def _check_finite(runner: Runner, outputs: tuple, names: Sequence[str]) -> None:
-    """A model that computes NaN/Inf is the model's fault: say so, naming the model, before anything
-    is stored (the dumps reader would otherwise blame a cached dump file)."""
-    import numpy as np
-
-    from .errors import OnnxModelError
-
-    for index, out in enumerate(outputs):
-        bad = int(out.size - np.isfinite(out).sum())
-        if bad:
-            where = getattr(runner, "onnx_path", None) or getattr(runner, "checkpoint", None) or runner.name
-            raise OnnxModelError(where, f"{runner.backend} output {index} holds {bad} NaN/Inf values on "
-                                 f"{', '.join(names)}", "the model is numerically broken; re-export it from a "
-                                 "healthy checkpoint")
+    where = getattr(runner, "onnx_path", None) or getattr(runner, "checkpoint", None) or runner.name
+    check_model_outputs(where, outputs, ", ".join(names), backend=runner.backend)
 
 
 def code_fingerprint(*modules: object) -> str:

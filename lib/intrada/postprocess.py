@@ -32,6 +32,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import protocol
+from .checks import find_nonfinite
 
 LABEL_SIZE: tuple[int, int] = (protocol.LABEL_H, protocol.LABEL_W)
 
@@ -98,9 +99,10 @@ def _check_logits(logits: np.ndarray) -> np.ndarray:
     if logits.shape[0] < 1 or logits.shape[0] > 255:
         raise ValueError(f"logits have {logits.shape[0]} classes; the uint8 prediction holds 1..255")
     logits = np.ascontiguousarray(logits, dtype=np.float32)
-    if not np.isfinite(logits).all():
+    bad = find_nonfinite(logits)
+    if bad is not None:
         # np.argmax would let a NaN win; the dump reader rejects such files with a clear message.
-        raise ValueError(f"logits contain {int((~np.isfinite(logits)).sum())} NaN/Inf values")
+        raise ValueError(f"logits contain {bad.count} NaN/Inf values")
     return logits
 
 

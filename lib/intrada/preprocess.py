@@ -8,12 +8,11 @@ A preprocessed ``.bin`` is that array's raw bytes (little-endian float32, C orde
 """
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import multiprocessing.context
-import errno
 import os
 import shutil
-import secrets
 import struct
 import sys
 from collections.abc import Iterable, Sequence
@@ -26,6 +25,8 @@ import numpy as np
 from PIL import Image
 
 from . import protocol
+from .atomic import atomic_path, new_token, temp_path
+from .checks import find_nonfinite
 from .cityscapes import Sample
 from .errors import BinsError, DatasetError, IntradaError
 
@@ -45,7 +46,7 @@ def _resized_rgb_image(image_path: Path) -> Image.Image:
                                    "use the original leftImg8bit PNGs (the protocol resizes 2048x1024 to 1024x512)")
             # convert('RGB') of an RGB image is a plain copy, so skipping it changes no byte.
             rgb = im if im.mode == "RGB" else im.convert("RGB")
-            return rgb.resize((protocol.INPUT_W, protocol.INPUT_H), Image.Resampling.BICUBIC)
+            return rgb.resize((protocol.INPUT_W, protocol.INPUT_H), Image.Resampling[protocol.RESIZE_FILTER])
     except FileNotFoundError:
         raise DatasetError(image_path, "image not found", "check the Cityscapes root") from None
     except DatasetError:
@@ -57,23 +58,30 @@ def _resized_rgb_image(image_path: Path) -> Image.Image:
         raise DatasetError(image_path, f"cannot decode image ({exc})", "re-extract leftImg8bit") from None
 
 
+_RGB = "RGB"  # the decoded image's channel order (Image.convert("RGB"))
+
+
 def load_resized_rgb(image_path: str | os.PathLike[str]) -> np.ndarray:
-    """uint8 HWC RGB at 512x1024, resized by Pillow's BICUBIC exactly as upstream."""
+    """uint8 HWC RGB at 512x1024, resized with Pillow's ``protocol.RESIZE_FILTER`` exactly as upstream."""
     return np.asarray(_resized_rgb_image(Path(image_path)), dtype=np.uint8)
 
 
 def to_network_input(rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """uint8 HWC RGB -> float32 CHW, BGR minus the float32 caffe mean; no scaling.
+    """uint8 HWC RGB -> float32 CHW in ``protocol.CHANNEL_ORDER`` (BGR) minus the float32 caffe mean,
+    times ``protocol.SCALE`` (1: no scaling).
 
     ``out`` (float32, 3x512x1024, C-contiguous) is filled and returned when given, so a loop over
     many images reuses one buffer instead of faulting in 6 MB of fresh pages per image.
     """
     if out is None:
         out = np.empty(protocol.INPUT_SHAPE_CHW, dtype=np.float32)
-    # One pass per channel: output channel c is BGR channel c, i.e. RGB channel 2 - c. uint8 -> float32
-    # is exact and the float32 subtraction rounds once, exactly like upstream's float32 array minus mean.
-    for c in range(protocol.INPUT_C):
-        np.subtract(rgb[:, :, 2 - c], protocol.MEAN_BGR[c], out=out[c], dtype=np.float32)
+    # One pass per channel: output channel c is the image channel named CHANNEL_ORDER[c]. uint8 ->
+    # float32 is exact and the float32 subtraction rounds once, exactly like upstream's float32 array
+    # minus mean.
+    for c, channel in enumerate(protocol.CHANNEL_ORDER):
+        np.subtract(rgb[:, :, _RGB.index(channel)], protocol.MEAN_BGR[c], out=out[c], dtype=np.float32)
+    if protocol.SCALE != 1.0:
+        out *= np.float32(protocol.SCALE)
     return out
 
 
@@ -88,23 +96,18 @@ def bin_name(sample_name: str) -> str:
     return sample_name + ".bin"
 
 
-def _tmp_name(final: Path, token: str) -> Path:
-    # Hidden and not ending in ".bin": a leftover from a killed run is never listed as a bin (glob
-    # and our readers skip it), and the per-run token lets this run delete exactly its own leftovers.
-    return final.with_name(f".{final.name}.{token}.tmp")
-
-
 def _write_bin(image_path: Path, final: Path, token: str, buffer: np.ndarray) -> None:
     """Preprocess one image into ``final`` through a temporary file and an atomic rename."""
     array = to_network_input(np.asarray(_resized_rgb_image(image_path)), out=buffer)
     if sys.byteorder != "little":  # the bin format is little-endian whatever the host
         array = array.astype(protocol.BIN_DTYPE)
-    tmp = _tmp_name(final, token)
     try:
-        array.tofile(tmp)
-        # No fsync: the guarantee is against killed processes, not power loss, and 500 fsyncs of
-        # 6 MB would cost more than the preprocessing itself.
-        os.replace(tmp, final)
+        # The per-run token names the temporary file, so the run can delete exactly its own
+        # leftovers when a worker is killed mid-write (no cleanup runs then).
+        with atomic_path(final, token=token) as tmp:
+            # No fsync: the guarantee is against killed processes, not power loss, and 500 fsyncs
+            # of 6 MB would cost more than the preprocessing itself.
+            array.tofile(tmp)
     except OSError as exc:
         # numpy reports a short write without an errno, so look at the disk before blaming anything else.
         try:
@@ -117,31 +120,21 @@ def _write_bin(image_path: Path, final: Path, token: str, buffer: np.ndarray) ->
                             "one") from None
         raise BinsError(final, f"cannot write bin ({exc.strerror or exc})",
                         "check free space and write permission of the output directory") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink(missing_ok=True)
 
 
 # Per worker process: one output buffer reused for every image that worker handles.
 _worker_buffer: np.ndarray | None = None
 
-# (class, where, problem, hint): IntradaError's constructor takes three arguments, so the exception
-# itself does not survive pickling; its fields do.
-_ErrorFields = tuple[type[IntradaError], str, str, "str | None"]
 
-
-def _worker_chunk(jobs: list[tuple[str, str]], token: str) -> tuple[int, _ErrorFields | None]:
-    """Preprocess a chunk in a worker process; (images written, first error). Stops at the first
-    error so a failing split ends quickly."""
+def _worker_chunk(jobs: list[tuple[str, str]], token: str) -> int:
+    """Preprocess a chunk in a worker process; returns the images written. The first error ends the
+    chunk and reaches the parent as itself (IntradaError.__reduce__ pickles all its fields)."""
     global _worker_buffer
     if _worker_buffer is None:
         _worker_buffer = np.empty(protocol.INPUT_SHAPE_CHW, dtype=np.float32)
-    for done, (image, final) in enumerate(jobs):
-        try:
-            _write_bin(Path(image), Path(final), token, _worker_buffer)
-        except IntradaError as exc:
-            return done, (type(exc), exc.where, exc.problem, exc.hint)
-    return len(jobs), None
+    for image, final in jobs:
+        _write_bin(Path(image), Path(final), token, _worker_buffer)
+    return len(jobs)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -183,8 +176,8 @@ def preprocess_split(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
     """Write ``<out_dir>/<sample.name>.bin`` for every sample; return the paths in sample order.
 
     Byte-identical to preprocessing each image in turn with :func:`preprocess_image` and ``tofile``.
-    ``workers`` processes each write their own files (only paths and small error records cross
-    process boundaries). Each bin is written under a temporary name and renamed, so a run that is
+    ``workers`` processes each write their own files (only paths, counts and errors cross process
+    boundaries). Each bin is written under a temporary name and renamed, so a run that is
     killed or fails never leaves a partial file under a final ``.bin`` name; bins completed before
     a failure stay (they are whole). Other files already in ``out_dir`` are left alone.
     """
@@ -199,7 +192,7 @@ def preprocess_split(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
         raise BinsError(out, f"cannot create the output directory ({exc.strerror or exc})",
                         "choose a writable path that is not a file") from None
     finals = [out / bin_name(s.name) for s in samples]
-    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    token = new_token()
     bar = _progress_bar(len(samples), progress)
     try:
         if workers == 1 or len(samples) == 1:
@@ -227,11 +220,7 @@ def _run_pool(samples: Sequence[Sample], finals: list[Path], token: str, workers
     try:
         futures = [executor.submit(_worker_chunk, chunk, token) for chunk in chunks]
         for future in as_completed(futures):
-            done, error = future.result()
-            bar.update(done)
-            if error is not None:
-                cls, where, problem, hint = error
-                raise cls(where, problem, hint)
+            bar.update(future.result())
     except BrokenProcessPool:
         raise BinsError(out, "a preprocessing worker process died (killed, or out of memory)",
                         "rerun; bins already written are complete, and workers=1 needs less memory") from None
@@ -243,7 +232,7 @@ def _run_pool(samples: Sequence[Sample], finals: list[Path], token: str, workers
 
 
 def _remove_leftovers(out: Path, token: str) -> None:
-    for leftover in out.glob(f".*.{token}.tmp"):
+    for leftover in out.glob(temp_path("*", token).name):
         leftover.unlink(missing_ok=True)
 
 
@@ -300,23 +289,23 @@ def _read_into(path: Path, dest: np.ndarray) -> None:
 
 
 def _check_values(path: Path, array: np.ndarray) -> None:
-    finite = np.isfinite(array)
-    if not finite.all():
-        bad = np.argwhere(~finite)
-        c, y, x = (int(v) for v in bad[0])
-        raise BinsError(path, f"{len(bad):,} NaN/Inf values, first at [channel {c}, row {y}, col {x}] = "
+    bad = find_nonfinite(array)
+    if bad is not None:
+        c, y, x = bad.first
+        raise BinsError(path, f"{bad.count:,} NaN/Inf values, first at [channel {c}, row {y}, col {x}] = "
                         f"{array[c, y, x]}", "the file is corrupt or not a preprocessed image; regenerate it")
-    # Every value of a protocol bin is a uint8 minus the channel's mean, so it lies in
+    # Every value of a protocol bin is a uint8 minus the channel's mean (times SCALE), so it lies in
     # [-mean, 255 - mean]. Values outside mean the image was not preprocessed this way (0..255
     # without the mean subtracted, or unrelated data). The slack absorbs the seed's
     # ToTensor()*255 round trip, which is off by ~1e-5.
     for c in range(protocol.INPUT_C):
         lo, hi = float(array[c].min()), float(array[c].max())
         mean = float(protocol.MEAN_BGR[c])
-        if lo < -mean - 1e-3 or hi > 255.0 - mean + 1e-3:
-            raise BinsError(path, f"channel {c} ranges {lo:.3f}..{hi:.3f}, outside [-{mean:.3f}, {255 - mean:.3f}] "
-                            "(uint8 BGR minus the caffe mean)", "it was not preprocessed with this protocol; "
-                            "regenerate it with `intrada preprocess`")
+        low, high = sorted(((0.0 - mean) * protocol.SCALE, (255.0 - mean) * protocol.SCALE))
+        if lo < low - 1e-3 or hi > high + 1e-3:
+            raise BinsError(path, f"channel {c} ranges {lo:.3f}..{hi:.3f}, outside [{low:.3f}, {high:.3f}] "
+                            f"(uint8 {protocol.CHANNEL_ORDER} minus the caffe mean)", "it was not preprocessed "
+                            "with this protocol; regenerate it with `intrada preprocess`")
 
 
 def read_bin(path: str | os.PathLike[str]) -> np.ndarray:

@@ -10,6 +10,7 @@ import math
 import os
 import tomllib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,8 +19,10 @@ from .errors import ThresholdsError
 from .requirements import parse_gate_list
 from .verdict import GATES, AccuracyLimits
 
-# The gate is used from its repository (editable install); reviewers edit this one file.
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "acceptance" / "thresholds.toml"
+# Shipped as package data (pyproject: [tool.setuptools.package-data]), so an installed, non-editable
+# package finds it too. Wheels install unpacked, so the resource is a real file: it is hashed for the
+# cache key, copied by `intrada demo`, and named in messages. Reviewers edit this one file.
+DEFAULT_PATH = Path(str(resources.files("intrada").joinpath("data", "thresholds.toml")))
 
 # section -> key -> (type, required)
 SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {

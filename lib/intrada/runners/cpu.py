@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import protocol
 from .base import Runner, RunnerError
 
 
@@ -49,7 +50,8 @@ class TorchRunner(Runner):
     def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         torch = self._torch
         with torch.inference_mode():
-            aux, main = self._model(torch.from_numpy(batch))
+            outputs = self._model(torch.from_numpy(batch))
+        aux, main = outputs[protocol.AUX_OUTPUT_INDEX], outputs[protocol.MAIN_OUTPUT_INDEX]
         if aux is None:
             raise RunnerError(self.name, "the model has no aux head (multi_level=False)",
                               "use get_deeplab_v2(multi_level=True)")
@@ -63,8 +65,8 @@ class TorchRunner(Runner):
 
 
 class OnnxRuntimeRunner(Runner):
-    """ONNX Runtime CPU session; outputs by index (0 aux, 1 main), never by name: the seed's export
-    names the aux head "segmentation" and gives the main head a number."""
+    """ONNX Runtime CPU session; outputs by index (protocol.AUX_OUTPUT_INDEX, MAIN_OUTPUT_INDEX), never
+    by name: the seed's export names the aux head "segmentation" and gives the main head a number."""
 
     backend = "onnxruntime"
 
@@ -90,21 +92,18 @@ class OnnxRuntimeRunner(Runner):
             raise RunnerError(self.onnx_path, f"ONNX Runtime cannot load the model ({str(exc).splitlines()[0][:160]})",
                               "check the file with `intrada inspect` or re-export it") from None
         self._input = self._session.get_inputs()[0].name
-        self._outputs = [o.name for o in self._session.get_outputs()]
-        if len(self._outputs) < 2:
-            raise RunnerError(self.onnx_path, f"model has {len(self._outputs)} output(s), expected 2 (aux, main)",
+        outputs = [o.name for o in self._session.get_outputs()]
+        if len(outputs) < 2:
+            raise RunnerError(self.onnx_path, f"model has {len(outputs)} output(s), expected 2 (aux, main)",
                               "export the multi-level model")
+        self._outputs = [outputs[protocol.AUX_OUTPUT_INDEX], outputs[protocol.MAIN_OUTPUT_INDEX]]
 
     def _deactivate(self) -> None:
         self._session = None
 
     def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        aux, main = self._session.run(self._outputs[:2], {self._input: batch})
+        aux, main = self._session.run(self._outputs, {self._input: batch})
         return aux, main
-
-    @property
-    def session(self) -> Any:
-        return self._session
 
     def describe(self) -> dict[str, Any]:
         import onnxruntime as ort

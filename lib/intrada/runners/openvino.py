@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import protocol
 from .base import Runner, RunnerError
 from .cpu import physical_cores
 
@@ -63,8 +64,9 @@ class OpenVinoRunner(Runner):
     def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         result = self._request.infer({0: batch})
         # Copies: the request reuses its output buffers on the next call.
-        aux = np.array(result[self._compiled.outputs[0]], dtype=np.float32, copy=True)
-        main = np.array(result[self._compiled.outputs[1]], dtype=np.float32, copy=True)
+        outputs = self._compiled.outputs
+        aux = np.array(result[outputs[protocol.AUX_OUTPUT_INDEX]], dtype=np.float32, copy=True)
+        main = np.array(result[outputs[protocol.MAIN_OUTPUT_INDEX]], dtype=np.float32, copy=True)
         return aux, main
 
     def describe(self) -> dict[str, Any]:
