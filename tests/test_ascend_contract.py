@@ -546,6 +546,32 @@ def test_partial_setups_say_what_is_missing_and_never_pass(pytester: pytest.Pyte
         assert re.search(r"om +NOT JUDGED \(required: -m 'om'", result.stdout.str())
 
 
+def test_a_device_id_the_host_does_not_have_fails_with_npu_smis_line(pytester: pytest.Pytester, fakes,
+                                                                     toy_gate: dict) -> None:
+    """--device-id 1 on a one-device host: npu-smi's own line, every live-om test fails, exit 1 (it
+    used to skip with "atc needs --soc_version" and pass)."""
+    result = run_gate(pytester, toy_gate["cache"], "-m", "om", *toy_gate["args"], "--batch-sizes", "1",
+                      "--device-id", "1")
+    outcomes = result.parseoutcomes()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED and "passed" not in outcomes, outcomes
+    assert outcomes.get("errors", 0) + outcomes.get("failed", 0) == 4, outcomes
+    assert "ToolError: om gate: npu-smi info: no device 1 (devices: 0)" in result.stdout.str()
+
+
+def test_a_renamed_om_fails_the_gate_naming_both_batch_sizes(pytester: pytest.Pytester, fakes, toy: dict,
+                                                             toy_gate: dict, tmp_path: Path) -> None:
+    """A bs1 om passed as <name>_bs4.om with the CLI runner: it used to pass parity and report 4x its
+    throughput. Now the run fails with both numbers."""
+    renamed = tmp_path / "intraDA_deeplabv2_bs4.om"
+    shutil.copyfile(_convert(toy, 1), renamed)
+    result = run_gate(pytester, toy_gate["cache"], "-m", "om", *toy_gate["args"], "--om", str(renamed),
+                      "--om-runner", "ais_bench-cli", "--batch-sizes", "4")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "passed" not in result.parseoutcomes()
+    assert re.search(r"the om's batch size is 1 \(ais_bench: 'try get model batchsize'\) but it was given as bs4",
+                     result.stdout.str())
+
+
 def test_faithful_om_passes_and_is_reported_as_a_contract_test(pytester: pytest.Pytester, fakes,
                                                                  toy_gate: dict, tmp_path: Path) -> None:
     """fp16 rounding (the fake's force_fp16) stays within the om limits; the 310P3 bs1 target is met

@@ -100,6 +100,7 @@ def resolve(*, markexpr: str, given_options: Iterable[str], require_option: Sequ
 
 @dataclass(frozen=True)
 class TestOutcome:
+    __test__ = False  # not a pytest test class
     test: str
     outcome: str  # passed, failed, error, skipped
     message: str = ""
