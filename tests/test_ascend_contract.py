@@ -720,29 +720,43 @@ def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["fp16", "swap"])
+@pytest.mark.parametrize("mode", ["fp16", "swap", "noise", "perturb"])
 def test_demo_om_through_the_fakes(pytester: pytest.Pytester, fakes, demo_cache: Path, tmp_path: Path,
                                    mode: str) -> None:
-    """The full om gate on the demo's DeepLabv2 (2 images): atc with the seed's flags, the ais_bench
-    API, parity, |delta mIoU|, om mIoU and throughput. fp16 rounding of the real network stays
-    within every limit; swapped outputs fail all four tests (the throughput test too: its outputs
-    are checked before its speed). Every record is labelled as a contract test."""
+    """The full om gate on the demo's DeepLabv2 (4 images): atc with the seed's flags, the ais_bench
+    API, parity, |delta mIoU|, om mIoU and throughput. An om is judged, so ONNX Runtime runs only on
+    the run plan's sample (3 of the 4 images, the demo's [om] onnx_sample_images) and that sample
+    still catches swapped, noisy and perturbed oms. fp16 rounding of the real network stays within
+    every limit. Every record is labelled as a contract test."""
     fakes.setenv("INTRADA_FAKE_NPU_MS", "20")
     fakes.setenv("INTRADA_FAKE_NPU_OUTPUTS", mode)
     report = tmp_path / "report"
-    result = run_gate(pytester, demo_cache, "-m", "om", "--max-images", "2", "--batch-sizes", "1",
+    result = run_gate(pytester, demo_cache, "-m", "om", "--max-images", "4", "--batch-sizes", "1",
                       "--report", str(report))
     outcomes = result.parseoutcomes()
     data = read_report(report)
+    plan = data["sections"]["plan"]
+    assert plan["onnx_images"] == 3 and plan["images"] == 4 and plan["device_outputs"] == ["om"]
+    result.stdout.fnmatch_lines(["intrada gate: plan: ONNX Runtime on 3 of 4 images (*): a sample spread over*"])
+    (parity,) = results(data, kind="parity", subject="om")
+    assert parity["details"]["images"] == 3
     if mode == "fp16":
         assert outcomes.get("passed") == 4 and outcomes.get("skipped") == 2, "\n".join(result.outlines[-30:])
-        accuracy = data["sections"]["accuracy.om"]
-        assert accuracy["contract_fake"] and "FAKE: contract-test" in accuracy["device"]
-        assert abs(data["sections"]["om.miou_delta.om"]["delta"]) < 0.47
-        (row,) = data["sections"]["perf"]
-        assert row["contract_fake"] and "not a device result" in row["device"]
+        (om_acc,) = results(data, kind="accuracy", subject="om")
+        assert om_acc["details"]["contract_fake"] and "FAKE: contract-test" in om_acc["details"]["device"]
+        assert om_acc["details"]["images"] == 4  # the om's own mIoU is over the whole (sub)split
+        (delta,) = results(data, kind="miou_delta", subject="om")
+        assert abs(delta["details"]["delta"]) < 0.47 and delta["details"]["images"] == 3
+        (row,) = results(data, kind="throughput")
+        assert row["details"]["contract_fake"] and "not a device result" in row["details"]["device"]
+        assert result.ret == 0
     else:
         failed = sorted(line.split()[1].split("::")[-1] for line in result.outlines if line.startswith("FAILED"))
-        assert failed == ["test_om_matches_onnx[om]", "test_om_miou", "test_om_miou_matches_onnx[om]",
-                          "test_om_throughput[bs1]"], "\n".join(result.outlines[-30:])
+        assert "test_om_matches_onnx[om]" in failed and "test_om_throughput[bs1]" in failed, \
+            "\n".join(result.outlines[-30:])
+        assert parity["state"] == "failed" and parity["where"], parity  # says which classes turn into which
+        assert result.ret == pytest.ExitCode.TESTS_FAILED
+        if mode == "swap":
+            assert failed == ["test_om_matches_onnx[om]", "test_om_miou", "test_om_miou_matches_onnx[om]",
+                              "test_om_throughput[bs1]"], "\n".join(result.outlines[-30:])
     assert data["verdicts"]["om"]["verdict"] == ("PASS" if mode == "fp16" else "FAIL")
