@@ -63,7 +63,7 @@ def messages(data: dict) -> dict[str, str]:
 # -- the demo submission, taken from the shared cache -----------------------------------------------
 @pytest.fixture(scope="module")
 def demo() -> dict[str, Path]:
-    from fixtures.artifacts import demo_entry, onnx_export_entry
+    from intrada.artifacts import demo_entry, onnx_export_entry
     from intrada.cache import ArtifactCache
 
     cache = ArtifactCache(CACHE)

@@ -62,7 +62,7 @@ MODEL_TESTS = ("test_onnx_well_formed", "test_onnxruntime_matches_pytorch", "tes
 @pytest.fixture(scope="module")
 def demo() -> Path:
     """The demo entry of the repository cache (checkpoint.pth, cityscapes/, thresholds.toml)."""
-    from fixtures.artifacts import demo_entry
+    from intrada.artifacts import demo_entry
 
     return demo_entry(ArtifactCache(CACHE))
 
