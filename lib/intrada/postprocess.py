@@ -15,9 +15,14 @@ and takes ``np.argmax`` over the classes. :func:`upsample_argmax_reference` does
   batched by candidate count, so a few vectorised passes do the work; within a cell the
   interpolation is separable (width pass on the two source rows, then height pass) and the argmax
   is a running comparison, so no [classes, H, W] array exists.
-* Cost: ~8 ms per Cityscapes-size image for segmenter-like logits (~10% of cells contested,
-  ~2.2 candidates each) against ~300 ms for the reference; the worst case (pure noise, every cell
-  contested by many classes) is ~0.25 s, no slower than the reference.
+* Where most cells of a row of cells are contested (noisy logits), interpolating every candidate
+  class over the whole row is cheaper: a float32 matmul gives approximate values with a proven
+  error bound, a running argmax keeps the best and second best, and only pixels whose gap is
+  within twice the bound (where rounding could decide) are recomputed exactly. A measured cost
+  model picks sparse or dense per row of cells.
+* Cost depends on the data (docs/performance.md has the measured figures): a few ms per
+  Cityscapes-size image for smooth segmenter-like logits, tens of ms with per-cell noise, ~60 ms
+  CPU for pure noise, against ~300 ms for the reference.
 * The interpolation of the remaining pixels reproduces torch's float32 arithmetic: the same source
   coordinates (``scale = (in - 1) / (out - 1)`` in float32, ``src = scale * dst``), the same weights,
   the width pass inside the height pass, and the fused multiply-adds that torch's vectorised CPU
@@ -40,6 +45,14 @@ LABEL_SIZE: tuple[int, int] = (protocol.LABEL_H, protocol.LABEL_W)
 # np.argmax gives a tie to the lower class index. So a class is pruned only when it loses by more
 # than this relative margin, ~30x the worst-case rounding error of the two interpolation passes.
 _PRUNE_MARGIN = 2.0 ** -18
+
+# A row of cells is filled densely when its sparse work (values interpolated exactly, contested
+# cells x candidates) exceeds DENSE_CROSSOVER x its dense work (all row pixels x candidate classes
+# of the row): a dense value costs ~1/5 of a sparse one. Measured; see docs/performance.md.
+DENSE_CROSSOVER = 0.2
+# Error bound of the dense path's approximate values, relative to the largest |logit| involved
+# (see _fill_dense_rows); gaps up to twice this are recomputed exactly.
+_DENSE_BOUND = 2.0 ** -19
 
 
 @dataclass(frozen=True)
@@ -154,27 +167,31 @@ def _cell_candidates(logits: np.ndarray) -> np.ndarray:
     return hi >= best_floor - _PRUNE_MARGIN * scale
 
 
-def upsample_argmax(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE) -> np.ndarray:
+def upsample_argmax(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE, *,
+                    dense_crossover: float = DENSE_CROSSOVER) -> np.ndarray:
     """Same map as :func:`upsample_argmax_reference` as uint8 [H, W], without the full tensor.
 
-    Region interiors (cells with one possible winner) cost one expansion of the cell map. Contested
-    cells are processed together, grouped by their number of candidates k: each group gathers its
-    cells' corner logits for their own k candidates and interpolates only those, so the cost is
-    about (pixels in contested cells) x (mean candidates there), not x 19.
+    Region interiors (cells with one possible winner) cost one expansion of the cell map. The
+    contested cells of each row of cells are then filled one of two exact ways, whichever the cost
+    model says is cheaper (``dense_crossover``: 0 = always dense, ``inf`` = never):
+
+    * sparse: contested cells of all such rows are gathered, grouped by their number of candidates
+      k, and only those k classes are interpolated per cell; cost ~ contested pixels x k;
+    * dense: every pixel of the row of cells, for every class that can win anywhere in it.
     """
     logits = _check_logits(logits)
     _, h, w = logits.shape
     ax_h, ax_w = _axis(h, int(size[0])), _axis(w, int(size[1]))
-
-    cand = _cell_candidates(logits)
-    n_cand = cand.sum(axis=0)
+    cand, n_cand, contested, dense_rows = _plan(logits, ax_h, ax_w, dense_crossover)
     # argmax of a one-hot column is its only True; contested cells are overwritten below.
     cell_winner = cand.argmax(axis=0).astype(np.uint8)
     # Each cell covers a contiguous block of output pixels, so expanding the cell map is two
     # np.repeat calls (much faster than a 2-D fancy-index gather).
     pred = np.repeat(np.repeat(cell_winner, ax_w.counts, axis=1), ax_h.counts, axis=0)
+    if dense_rows.size:
+        _fill_dense_rows(pred, logits, cand, dense_rows, ax_h, ax_w)
+    contested[dense_rows] = False
 
-    contested = (n_cand > 1) & (ax_h.counts[:, None] > 0) & (ax_w.counts[None, :] > 0)
     ci, cj = np.nonzero(contested)
     ks = n_cand[ci, cj]
     flat = logits.reshape(-1)
@@ -187,6 +204,113 @@ def upsample_argmax(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE) -> n
             part = sel[start:start + step]
             _fill_contested(pred, flat, cand, ci[part], cj[part], int(k), (h, w), ax_h, ax_w)
     return pred
+
+
+def _plan(logits: np.ndarray, ax_h: _Axis, ax_w: _Axis,
+          dense_crossover: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(candidates [C, h, w], their count [h, w], contested cells [h, w], dense cell rows)."""
+    cand = _cell_candidates(logits)
+    n_cand = cand.sum(axis=0)
+    contested = (n_cand > 1) & (ax_h.counts[:, None] > 0) & (ax_w.counts[None, :] > 0)
+    # work per row of cells in interpolated values per output row (both scale with its rows)
+    sparse_work = (np.where(contested, n_cand, 0) * ax_w.counts[None, :]).sum(axis=1)
+    dense_work = cand.any(axis=2).sum(axis=0) * int(ax_w.i0.size)
+    dense_rows = np.flatnonzero((sparse_work > 0) & (dense_work * dense_crossover < sparse_work))
+    return cand, n_cand, contested, dense_rows
+
+
+def contest_profile(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE, *,
+                    dense_crossover: float = DENSE_CROSSOVER) -> dict[str, float]:
+    """What :func:`upsample_argmax` faces: the share of contested cells, their mean number of
+    candidate classes, and the share of rows of cells it fills densely (for benchmarks, docs)."""
+    logits = _check_logits(logits)
+    ax_h, ax_w = _axis(logits.shape[1], int(size[0])), _axis(logits.shape[2], int(size[1]))
+    _, n_cand, contested, dense_rows = _plan(logits, ax_h, ax_w, dense_crossover)
+    return {"contested_cells": float(contested.mean()),
+            "mean_candidates": float(n_cand[contested].mean()) if contested.any() else 0.0,
+            "dense_rows": dense_rows.size / max(int((ax_h.counts > 0).sum()), 1)}
+
+
+def _fill_dense_rows(pred: np.ndarray, logits: np.ndarray, cand: np.ndarray, cell_rows: np.ndarray,
+                     ax_h: _Axis, ax_w: _Axis) -> None:
+    """Fill whole rows of cells: approximate values for every candidate class, exact near ties.
+
+    Per row of cells, a float32 matmul [rows x 2 weights] @ [2 source rows x W] per class gives
+    approximate upsampled values (several times cheaper than emulating torch's FMA) and a running
+    argmax keeps the best and second-best value. Where the two are closer than twice the error
+    bound, rounding could decide, and those pixels are recomputed exactly; elsewhere the
+    approximate winner is the exact winner, so the map is bit-identical to torch's.
+
+    Error bound (u = 2^-24; S = the largest |logit| of the row's classes on its two source rows;
+    weights in [0, 1], each pair summing to ~1). To first order, each of these is within 2uS of
+    the real-valued interpolation: torch's width pass fl(s0 w0 + fl(s1 w1)), ours (three
+    roundings), the length-2 float32 dot product of the height pass (gamma_2, for any order, with
+    or without FMA), torch's height pass. So |approx - torch| <= 8uS; we take 2^-19 S (32uS) plus
+    2^-140 for underflow (each rounding adds at most 2^-150 there) and recheck every pixel whose
+    gap is up to twice that. Outside those, the approximate winner beats every other class by
+    more than both errors, so it is torch's unique maximum.
+    """
+    h = logits.shape[1]
+    r1s = ax_h.i1[ax_h.starts[cell_rows]]
+    src_rows = np.union1d(cell_rows, r1s)
+    where = np.zeros(h, np.intp)
+    where[src_rows] = np.arange(src_rows.size)
+    s = logits[:, src_rows]
+    # approximate width pass of every class on the source rows needed, (C, len(src_rows), W)
+    t = np.take(s, ax_w.i0, axis=2) * ax_w.w0 + np.take(s, ax_w.i1, axis=2) * ax_w.w1  # C-ordered
+    matmul_ok = _matmul_is_fp32()
+    for i, r1 in zip(cell_rows.tolist(), r1s.tolist()):
+        a, b = int(ax_h.starts[i]), int(ax_h.starts[i + 1])
+        classes = np.flatnonzero(cand[:, i].any(axis=1))
+        tt = t[np.ix_(classes, [where[i], where[r1]])]  # (m, 2, W)
+        wy = np.stack([ax_h.w0[a:b], ax_h.w1[a:b]], axis=1)  # (rows, 2)
+        if matmul_ok:
+            approx = np.matmul(wy, tt)  # (m, rows, W)
+        else:
+            approx = tt[:, :1] * wy[None, :, :1] + tt[:, 1:] * wy[None, :, 1:]
+        idx, gap = _running_argmax(approx, classes)
+        sr = logits[np.ix_(classes, [i, r1])]  # (m, 2, w)
+        bound = _DENSE_BOUND * float(np.abs(sr).max()) + 2.0 ** -140
+        ys, xs = np.nonzero(gap <= 2 * bound)
+        if ys.size:
+            # exact: torch's width pass on the two source rows at these columns, then height pass
+            ex = _fma(sr[:, :, ax_w.i0[xs]], ax_w.w0[xs], sr[:, :, ax_w.i1[xs]] * ax_w.w1[xs])
+            val = _fma(ex[:, 0], ax_h.w0[ys + a], ex[:, 1] * ax_h.w1[ys + a])  # (m, n)
+            idx[ys, xs] = classes[np.argmax(val, axis=0)]  # first maximum, like np.argmax
+        pred[a:b] = idx
+
+
+def _running_argmax(values: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(class of the largest of values[r] per pixel, lowest r on ties; best minus second best)."""
+    best = values[0].copy()
+    second = np.full(best.shape, -np.inf, np.float32)
+    idx = np.full(best.shape, classes[0], np.uint8)
+    low, win, upd = np.empty_like(best), np.empty(best.shape, bool), np.empty(best.shape, np.uint8)
+    for r in range(1, classes.size):
+        v = values[r]
+        # strict '>' keeps the lower class on equal values; classes ascend, so a winning class is
+        # larger than any index held so far, and max(idx, win * c) is the update (no masked copy)
+        np.greater(v, best, out=win)
+        np.minimum(best, v, out=low)
+        np.maximum(second, low, out=second)
+        np.maximum(best, v, out=best)
+        np.multiply(win, np.uint8(classes[r]), out=upd)
+        np.maximum(idx, upd, out=idx)
+    return idx, best - second
+
+
+@lru_cache(maxsize=1)
+def _matmul_is_fp32() -> bool:
+    """Whether np.matmul on float32 meets the IEEE float32 error bound the dense path relies on.
+
+    A BLAS may be configured to compute float32 products in reduced precision (e.g. oneMKL's
+    MKL_BLAS_COMPUTE_MODE=FLOAT_TO_BF16); then the dense path uses plain numpy arithmetic.
+    """
+    rng = np.random.default_rng(0)
+    wy = rng.uniform(0, 1, (16, 2)).astype(np.float32)
+    t = (1 + rng.uniform(0, 1, (3, 2, 2048))).astype(np.float32)
+    exact = np.matmul(wy.astype(np.float64), t.astype(np.float64))  # all terms positive
+    return bool((np.abs(np.matmul(wy, t) - exact) <= 2.0 ** -22 * exact).all())  # 2 x gamma_2
 
 
 _MAX_VALUES = 2_000_000
@@ -214,10 +338,12 @@ def _fill_contested(pred: np.ndarray, flat: np.ndarray, cand: np.ndarray, ci: np
     val += t1[:, :, None, :] * ax_h.w1[rows][:, :, None]
     val32 = val.astype(np.float32)
     best = val32[0]
-    rank = np.zeros(best.shape, np.intp)
-    for r in range(1, k):
-        win = val32[r] > best
-        np.copyto(best, val32[r], where=win)
-        rank[win] = r
+    rank = np.zeros(best.shape, np.uint8)
+    win, upd = np.empty(best.shape, bool), np.empty(best.shape, np.uint8)
+    for r in range(1, k):  # running argmax as in _running_argmax (ranks ascend)
+        np.greater(val32[r], best, out=win)
+        np.maximum(best, val32[r], out=best)
+        np.multiply(win, np.uint8(r), out=upd)
+        np.maximum(rank, upd, out=rank)
     winner = classes.T[np.arange(n)[:, None, None], rank].astype(np.uint8)
     pred[rows[:, :, None], cols[:, None, :]] = winner
