@@ -288,8 +288,8 @@ def _running_argmax(values: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray
     low, win, upd = np.empty_like(best), np.empty(best.shape, bool), np.empty(best.shape, np.uint8)
     for r in range(1, classes.size):
         v = values[r]
-        # strict '>' keeps the lower class on equal values; classes ascend, so a winning class is
-        # larger than any index held so far, and max(idx, win * c) is the update (no masked copy)
+        # classes ascend, so a winning class is larger than any index held so far, and
+        # max(idx, win * c) is the update (no masked copy); equal values have gap 0: rechecked
         np.greater(v, best, out=win)
         np.minimum(best, v, out=low)
         np.maximum(second, low, out=second)
