@@ -48,8 +48,9 @@ _PRUNE_MARGIN = 2.0 ** -18
 
 # A row of cells is filled densely when its sparse work (values interpolated exactly, contested
 # cells x candidates) exceeds DENSE_CROSSOVER x its dense work (all row pixels x candidate classes
-# of the row): a dense value costs ~1/5 of a sparse one. Measured; see docs/performance.md.
-DENSE_CROSSOVER = 0.2
+# of the row): a dense value costs ~1/3 of a sparse one. Measured with
+# benchmarks/calibrate_dense_crossover.py; figures in docs/performance.md.
+DENSE_CROSSOVER = 0.3
 # Error bound of the dense path's approximate values, relative to the largest |logit| involved
 # (see _fill_dense_rows); gaps up to twice this are recomputed exactly.
 _DENSE_BOUND = 2.0 ** -19
@@ -318,32 +319,38 @@ _MAX_VALUES = 2_000_000
 
 def _fill_contested(pred: np.ndarray, flat: np.ndarray, cand: np.ndarray, ci: np.ndarray, cj: np.ndarray,
                     k: int, hw: tuple[int, int], ax_h: _Axis, ax_w: _Axis) -> None:
-    """Interpolate and argmax the k candidate classes of cells (ci, cj), writing into ``pred``."""
+    """Interpolate and argmax the k candidate classes of cells (ci, cj), writing into ``pred``.
+
+    Layout: the n cells side by side, (span_h, n * span_w) per class, so that numpy's inner loops
+    run over n * span_w values rather than one cell's span_w.
+    """
     h, w = hw
     n = ci.size
-    # (k, n) candidate classes per cell, ascending, so a strict '>' below keeps the lowest class on
-    # exact ties, as np.argmax does
-    classes = np.nonzero(cand[:, ci, cj].T)[1].reshape(n, k).T
+    classes = np.nonzero(cand[:, ci, cj].T)[1].reshape(n, k).T  # (k, n), ascending per cell
     rows, cols = ax_h.cell_pos[ci], ax_w.cell_pos[cj]  # (n, span_h), (n, span_w) output positions
-    x0, x1 = ax_w.i0[cols], ax_w.i1[cols]
-    wx0, wx1 = ax_w.w0[cols], ax_w.w1[cols]
+    span_w = cols.shape[1]
+    x0, x1 = ax_w.i0[cols].reshape(-1), ax_w.i1[cols].reshape(-1)  # (n * span_w,)
+    wx0, wx1 = ax_w.w0[cols].reshape(-1), ax_w.w1[cols].reshape(-1)
     r1 = ax_h.i1[rows[:, 0]]  # the upper source row is constant within a cell (lower one is ci)
-    base0 = (classes * (h * w) + ci * w)[:, :, None]  # (k, n, 1) flat offsets of the two source rows
-    base1 = (classes * (h * w) + r1 * w)[:, :, None]
-    # width pass on both source rows, (k, n, span_w); torch: t = fma(s[x0], w0, s[x1] * w1)
+    base0 = np.repeat(classes * (h * w) + ci * w, span_w, axis=1)  # (k, n * span_w) source rows
+    base1 = np.repeat(classes * (h * w) + r1 * w, span_w, axis=1)
+    # width pass on both source rows; torch: t = fma(s[x0], w0, s[x1] * w1)
     t0 = _fma(flat[base0 + x0], wx0, flat[base0 + x1] * wx1).astype(np.float64)
     t1 = _fma(flat[base1 + x0], wx0, flat[base1 + x1] * wx1)
-    # height pass, (k, n, span_h, span_w), rounded once like an FMA: fma(t0, wy0, t1 * wy1)
-    val = t0[:, :, None, :] * ax_h.w0[rows].astype(np.float64)[:, :, None]
-    val += t1[:, :, None, :] * ax_h.w1[rows][:, :, None]
+    # height pass, (k, span_h, n * span_w), rounded once like an FMA: fma(t0, wy0, t1 * wy1)
+    wy0 = np.repeat(ax_h.w0[rows].T, span_w, axis=1)  # (span_h, n * span_w)
+    wy1 = np.repeat(ax_h.w1[rows].T, span_w, axis=1)
+    val = t0[:, None, :] * wy0.astype(np.float64)
+    val += t1[:, None, :] * wy1
     val32 = val.astype(np.float32)
     best = val32[0]
     rank = np.zeros(best.shape, np.uint8)
     win, upd = np.empty(best.shape, bool), np.empty(best.shape, np.uint8)
-    for r in range(1, k):  # running argmax as in _running_argmax (ranks ascend)
+    for r in range(1, k):  # strict '>': the lowest class keeps exact ties, as np.argmax
         np.greater(val32[r], best, out=win)
         np.maximum(best, val32[r], out=best)
-        np.multiply(win, np.uint8(r), out=upd)
+        np.multiply(win, np.uint8(r), out=upd)  # ranks ascend: max(rank, win * r) is the update
         np.maximum(rank, upd, out=rank)
-    winner = classes.T[np.arange(n)[:, None, None], rank].astype(np.uint8)
-    pred[rows[:, :, None], cols[:, None, :]] = winner
+    winner = classes[rank, np.repeat(np.arange(n), span_w)[None, :]].astype(np.uint8)
+    at = (rows.T[:, :, None] * pred.shape[1] + cols[None, :, :]).reshape(rows.shape[1], -1)
+    pred.reshape(-1)[at] = winner
