@@ -60,7 +60,7 @@ NOISE_SIGMA = 3.0  # per-cell noise on smooth logits, and the scale of pure nois
 TARGETS = {
     "smooth": {"warm": 10.0, "cold": 5.0, "single": 5.0, "kernel": 10.0},
     "cell_noise": {"warm": 3.0, "cold": 2.0, "single": 1.5, "kernel": 2.0},
-    "pure_noise": {"warm": 1.0, "cold": 1.0, "single": 1.0, "kernel": 1.0, "over_sparse_only": 2.0},
+    "pure_noise": {"warm": 1.0, "cold": 1.0, "single": 1.0, "kernel": 1.0, "over_sparse_only": 1.5},
 }
 TRAIN_TO_LABEL = {t: l for l, t in protocol.LABEL_ID_TO_TRAIN_ID.items()}
 EGO_VEHICLE_ID = 1  # a labelId without trainId

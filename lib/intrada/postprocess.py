@@ -11,23 +11,20 @@ and takes ``np.argmax`` over the classes. :func:`upsample_argmax_reference` does
   a class is a convex combination of that class's 4 corner logits. So a class whose largest corner
   is below another class's smallest corner cannot win anywhere in the cell. Most cells (region
   interiors) keep a single candidate and are filled directly; only boundary ("contested") cells
-  are interpolated, each only for the classes that can still win in it. Contested cells are
-  batched by candidate count, so a few vectorised passes do the work; within a cell the
-  interpolation is separable (width pass on the two source rows, then height pass) and the argmax
-  is a running comparison, so no [classes, H, W] array exists.
-* Where most cells of a row of cells are contested (noisy logits), interpolating every candidate
-  class over the whole row is cheaper: a float32 matmul gives approximate values with a proven
-  error bound, a running argmax keeps the best and second best, and only pixels whose gap is
-  within twice the bound (where rounding could decide) are recomputed exactly. A measured cost
-  model picks sparse or dense per row of cells.
-* Cost depends on the data (docs/performance.md has the measured figures): a few ms per
-  Cityscapes-size image for smooth segmenter-like logits, tens of ms with per-cell noise, ~60 ms
-  CPU for pure noise, against ~300 ms for the reference.
-* The interpolation of the remaining pixels reproduces torch's float32 arithmetic: the same source
-  coordinates (``scale = (in - 1) / (out - 1)`` in float32, ``src = scale * dst``), the same weights,
-  the width pass inside the height pass, and the fused multiply-adds that torch's vectorised CPU
-  kernel (AVX2 / AVX512) compiles to. Values are therefore bit-identical to torch on those CPUs,
-  and the argmax (first maximum wins, like ``np.argmax``) matches pixel for pixel.
+  are interpolated (sparse path), batched by candidate count, each for the classes that can still
+  win in it, with a running argmax, so no [classes, H, W] array exists.
+* Where most cells of a row of cells are contested (noisy logits), the dense path interpolates
+  every candidate class over the whole row: a float32 matmul gives approximate values with a
+  proven error bound, and only pixels whose best and second-best values are within twice the
+  bound (where rounding could decide) are recomputed exactly. A measured cost model picks the
+  path per row of cells. Cost depends on the data: see docs/performance.md.
+* Exact values reproduce torch's float32 arithmetic: the same source coordinates
+  (``scale = (in - 1) / (out - 1)`` in float32, ``src = scale * dst``), the same weights, the
+  width pass inside the height pass, and the fused multiply-adds of torch's vectorised CPU kernel
+  (AVX2 / AVX512). Values are therefore bit-identical to torch on those CPUs, and the argmax (first
+  maximum wins, like ``np.argmax``) matches pixel for pixel. (Measured on torch 2.13: this holds
+  for outputs with height + width >= 129, the protocol's included; smaller outputs take a torch
+  path whose values differ by an ulp on some pixels.)
 """
 from __future__ import annotations
 
