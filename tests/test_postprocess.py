@@ -159,18 +159,22 @@ def test_near_ties_inside_cells() -> None:
 
 def test_dense_path_recheck_decides_near_ties(monkeypatch: pytest.MonkeyPatch) -> None:
     # The dense path's float32 matmul is off by an ulp or so; only the exact recheck of pixels
-    # within its error bound makes it exact. Without the bound, near ties come out wrong.
+    # within its error bound makes it exact. Rows are kept on the dense path however many pixels
+    # need the recheck (by default a row of mostly near ties goes to the sparse path).
+    monkeypatch.setattr(postprocess, "_DENSE_MAX_RECHECK", 1.0)
     logits = _near_tie_logits(4)
     ref = _torch_argmax(logits, (130, 260))
     np.testing.assert_array_equal(upsample_argmax(logits, (130, 260), dense_crossover=0), ref)
-    monkeypatch.setattr(postprocess, "_DENSE_BOUND", 0.0)
+    monkeypatch.setattr(postprocess, "_DENSE_BOUND", 0.0)  # without the bound, near ties come out wrong
     assert np.count_nonzero(upsample_argmax(logits, (130, 260), dense_crossover=0) != ref) > 100
 
 
-def test_dense_path_without_blas_is_exact_too(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("max_recheck", [postprocess._DENSE_MAX_RECHECK, 1.0])
+def test_dense_path_without_blas_is_exact_too(monkeypatch: pytest.MonkeyPatch, max_recheck: float) -> None:
     monkeypatch.setattr(postprocess, "_matmul_is_fp32", lambda: False)
-    logits = _near_tie_logits(5)
-    _assert_all_paths(logits, (130, 260), _torch_argmax(logits, (130, 260)))
+    monkeypatch.setattr(postprocess, "_DENSE_MAX_RECHECK", max_recheck)
+    for logits in (_near_tie_logits(5), np.random.default_rng(9).normal(0, 3, (19, 9, 17)).astype(np.float32)):
+        _assert_all_paths(logits, (130, 260), _torch_argmax(logits, (130, 260)))
 
 
 def test_reduced_precision_matmul_is_detected(monkeypatch: pytest.MonkeyPatch) -> None:

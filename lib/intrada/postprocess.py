@@ -51,6 +51,8 @@ DENSE_CROSSOVER = 0.3
 # Error bound of the dense path's approximate values, relative to the largest |logit| involved
 # (see _fill_dense_rows); gaps up to twice this are recomputed exactly.
 _DENSE_BOUND = 2.0 ** -19
+# ... and the share of a row's pixels rechecked beyond which the row goes to the sparse path.
+_DENSE_MAX_RECHECK = 1 / 16
 
 
 @dataclass(frozen=True)
@@ -169,13 +171,11 @@ def upsample_argmax(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE, *,
                     dense_crossover: float = DENSE_CROSSOVER) -> np.ndarray:
     """Same map as :func:`upsample_argmax_reference` as uint8 [H, W], without the full tensor.
 
-    Region interiors (cells with one possible winner) cost one expansion of the cell map. The
-    contested cells of each row of cells are then filled one of two exact ways, whichever the cost
-    model says is cheaper (``dense_crossover``: 0 = always dense, ``inf`` = never):
-
-    * sparse: contested cells of all such rows are gathered, grouped by their number of candidates
-      k, and only those k classes are interpolated per cell; cost ~ contested pixels x k;
-    * dense: every pixel of the row of cells, for every class that can win anywhere in it.
+    Region interiors (cells with one possible winner) cost one expansion of the cell map. Each row
+    of cells with contested cells is then filled exactly by the path the cost model finds cheaper
+    (``dense_crossover``: 0 = always dense, ``inf`` = never): sparse (contested cells grouped by
+    their number of candidates k, each interpolated for its k classes) or dense (every pixel of
+    the row, for every class that can win anywhere in it).
     """
     logits = _check_logits(logits)
     _, h, w = logits.shape
@@ -187,8 +187,7 @@ def upsample_argmax(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE, *,
     # np.repeat calls (much faster than a 2-D fancy-index gather).
     pred = np.repeat(np.repeat(cell_winner, ax_w.counts, axis=1), ax_h.counts, axis=0)
     if dense_rows.size:
-        _fill_dense_rows(pred, logits, cand, dense_rows, ax_h, ax_w)
-    contested[dense_rows] = False
+        contested[_fill_dense_rows(pred, logits, cand, dense_rows, ax_h, ax_w)] = False
 
     ci, cj = np.nonzero(contested)
     ks = n_cand[ci, cj]
@@ -219,8 +218,8 @@ def _plan(logits: np.ndarray, ax_h: _Axis, ax_w: _Axis,
 
 def contest_profile(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE, *,
                     dense_crossover: float = DENSE_CROSSOVER) -> dict[str, float]:
-    """What :func:`upsample_argmax` faces: the share of contested cells, their mean number of
-    candidate classes, and the share of rows of cells it fills densely (for benchmarks, docs)."""
+    """What :func:`upsample_argmax` faces: share of contested cells, their mean number of candidate
+    classes, share of rows of cells planned dense (a row with many exact ties may still go sparse)."""
     logits = _check_logits(logits)
     ax_h, ax_w = _axis(logits.shape[1], int(size[0])), _axis(logits.shape[2], int(size[1]))
     _, n_cand, contested, dense_rows = _plan(logits, ax_h, ax_w, dense_crossover)
@@ -230,23 +229,19 @@ def contest_profile(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE, *,
 
 
 def _fill_dense_rows(pred: np.ndarray, logits: np.ndarray, cand: np.ndarray, cell_rows: np.ndarray,
-                     ax_h: _Axis, ax_w: _Axis) -> None:
-    """Fill whole rows of cells: approximate values for every candidate class, exact near ties.
+                     ax_h: _Axis, ax_w: _Axis) -> np.ndarray:
+    """Fill whole rows of cells, every candidate class; returns the rows filled.
 
-    Per row of cells, a float32 matmul [rows x 2 weights] @ [2 source rows x W] per class gives
-    approximate upsampled values (several times cheaper than emulating torch's FMA) and a running
-    argmax keeps the best and second-best value. Where the two are closer than twice the error
-    bound, rounding could decide, and those pixels are recomputed exactly; elsewhere the
-    approximate winner is the exact winner, so the map is bit-identical to torch's.
-
-    Error bound (u = 2^-24; S = the largest |logit| of the row's classes on its two source rows;
-    weights in [0, 1], each pair summing to ~1). To first order, each of these is within 2uS of
-    the real-valued interpolation: torch's width pass fl(s0 w0 + fl(s1 w1)), ours (three
-    roundings), the length-2 float32 dot product of the height pass (gamma_2, for any order, with
-    or without FMA), torch's height pass. So |approx - torch| <= 8uS; we take 2^-19 S (32uS) plus
-    2^-140 for underflow (each rounding adds at most 2^-150 there) and recheck every pixel whose
-    gap is up to twice that. Outside those, the approximate winner beats every other class by
-    more than both errors, so it is torch's unique maximum.
+    A float32 matmul [rows x 2 weights] @ [2 source rows x W] per class gives approximate values
+    (several times cheaper than emulating torch's FMA); a running argmax keeps best and second
+    best. Where they are within twice the error bound, rounding could decide: those pixels are
+    recomputed exactly (a row with over _DENSE_MAX_RECHECK of them is left to the sparse path).
+    Elsewhere the approximate winner beats every other class by more than both errors, so it is
+    torch's unique maximum. Bound (u = 2^-24, S = largest |logit| of the row's classes on its two
+    source rows, weights in [0, 1] summing to ~1): to first order torch's width pass
+    fl(s0 w0 + fl(s1 w1)), ours (three roundings), the length-2 float32 dot product (gamma_2, any
+    order, FMA or not) and torch's height pass are each within 2uS of the real interpolation, so
+    |approx - torch| <= 8uS; we take 2^-19 S = 32uS, plus 2^-140 for underflow (<= 2^-150 each).
     """
     h = logits.shape[1]
     r1s = ax_h.i1[ax_h.starts[cell_rows]]
@@ -257,6 +252,7 @@ def _fill_dense_rows(pred: np.ndarray, logits: np.ndarray, cand: np.ndarray, cel
     # approximate width pass of every class on the source rows needed, (C, len(src_rows), W)
     t = np.take(s, ax_w.i0, axis=2) * ax_w.w0 + np.take(s, ax_w.i1, axis=2) * ax_w.w1  # C-ordered
     matmul_ok = _matmul_is_fp32()
+    done = []
     for i, r1 in zip(cell_rows.tolist(), r1s.tolist()):
         a, b = int(ax_h.starts[i]), int(ax_h.starts[i + 1])
         classes = np.flatnonzero(cand[:, i].any(axis=1))
@@ -269,13 +265,19 @@ def _fill_dense_rows(pred: np.ndarray, logits: np.ndarray, cand: np.ndarray, cel
         idx, gap = _running_argmax(approx, classes)
         sr = logits[np.ix_(classes, [i, r1])]  # (m, 2, w)
         bound = _DENSE_BOUND * float(np.abs(sr).max()) + 2.0 ** -140
-        ys, xs = np.nonzero(gap <= 2 * bound)
-        if ys.size:
+        near = gap <= 2 * bound
+        n_near = int(np.count_nonzero(near))
+        if n_near > _DENSE_MAX_RECHECK * near.size:
+            continue  # mostly exact or near ties (e.g. constant logits): cheaper on the sparse path
+        if n_near:
+            ys, xs = np.nonzero(near)
             # exact: torch's width pass on the two source rows at these columns, then height pass
             ex = _fma(sr[:, :, ax_w.i0[xs]], ax_w.w0[xs], sr[:, :, ax_w.i1[xs]] * ax_w.w1[xs])
             val = _fma(ex[:, 0], ax_h.w0[ys + a], ex[:, 1] * ax_h.w1[ys + a])  # (m, n)
             idx[ys, xs] = classes[np.argmax(val, axis=0)]  # first maximum, like np.argmax
         pred[a:b] = idx
+        done.append(i)
+    return np.array(done, np.intp)
 
 
 def _running_argmax(values: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -299,11 +301,8 @@ def _running_argmax(values: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray
 
 @lru_cache(maxsize=1)
 def _matmul_is_fp32() -> bool:
-    """Whether np.matmul on float32 meets the IEEE float32 error bound the dense path relies on.
-
-    A BLAS may be configured to compute float32 products in reduced precision (e.g. oneMKL's
-    MKL_BLAS_COMPUTE_MODE=FLOAT_TO_BF16); then the dense path uses plain numpy arithmetic.
-    """
+    """Whether np.matmul meets the float32 error bound the dense path relies on. A BLAS can be set
+    to reduced precision (e.g. oneMKL's MKL_BLAS_COMPUTE_MODE); then plain numpy arithmetic is used."""
     rng = np.random.default_rng(0)
     wy = rng.uniform(0, 1, (16, 2)).astype(np.float32)
     t = (1 + rng.uniform(0, 1, (3, 2, 2048))).astype(np.float32)
