@@ -349,4 +349,4 @@ def _fill_contested(pred: np.ndarray, flat: np.ndarray, cand: np.ndarray, ci: np
         np.maximum(rank, upd, out=rank)
     winner = classes[rank, np.repeat(np.arange(n), span_w)[None, :]].astype(np.uint8)
     at = (rows.T[:, :, None] * pred.shape[1] + cols[None, :, :]).reshape(rows.shape[1], -1)
-    np.put(pred, at, winner)  # flat positions, in place
+    pred.reshape(-1)[at] = winner  # a view: pred comes from np.repeat, C-contiguous
