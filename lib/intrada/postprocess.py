@@ -45,9 +45,9 @@ _PRUNE_MARGIN = 2.0 ** -18
 
 # A row of cells is filled densely when its sparse work (values interpolated exactly, contested
 # cells x candidates) exceeds DENSE_CROSSOVER x its dense work (all row pixels x candidate classes
-# of the row): a dense value costs ~1/3 of a sparse one. Measured with
+# of the row): a dense value costs ~1/4 of a sparse one. Measured with
 # benchmarks/calibrate_dense_crossover.py; figures in docs/performance.md.
-DENSE_CROSSOVER = 0.3
+DENSE_CROSSOVER = 0.25
 # Error bound of the dense path's approximate values, relative to the largest |logit| involved
 # (see _fill_dense_rows); gaps up to twice this are recomputed exactly.
 _DENSE_BOUND = 2.0 ** -19
