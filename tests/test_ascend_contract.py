@@ -26,6 +26,7 @@ from _report import results
 from intrada import protocol
 from intrada.ascend import atc, runners, tools
 from intrada.errors import ToolError
+from intrada.runners.base import RunnerError
 
 pytest_plugins = ["pytester"]
 
@@ -287,7 +288,7 @@ def test_om_option_maps_batch_sizes_from_the_seed_names(tmp_path: Path) -> None:
 # runners
 
 def _runner(kind: str, om: Path, batch_size: int) -> runners.AscendRunner:
-    return runners.make_runner(kind, om, batch_size=batch_size, benchmark=tools.find_benchmark())
+    return runners.make_runner(kind, om, batch_size=batch_size)
 
 
 @pytest.mark.parametrize("kind", runners.RUNNERS)
@@ -331,18 +332,27 @@ def test_runner_reads_the_documented_outputs_and_the_tools_own_throughput(fakes,
         assert all(ln.endswith(" 512 1024") for ln in lines if ln)  # the seed's swapped width/height
 
 
-@pytest.mark.parametrize("kind", runners.RUNNERS)
-def test_runner_interface_pads_and_splits_batches(fakes, toy: dict, kind: str) -> None:
+def test_runner_interface_pads_and_splits_batches(fakes, toy: dict) -> None:
+    """The ais_bench Python API is the one device runner with a per-batch infer()."""
     om = _convert(toy, 2)
     batch = np.stack([np.fromfile(toy["bins"] / f"{n}.bin", dtype=np.float32).reshape(protocol.INPUT_SHAPE_CHW)
                       for n in toy["names"]])
-    with _runner(kind, om, 2) as runner:
+    with _runner("ais_bench-api", om, 2) as runner:
         aux, main = runner.infer(batch)
     assert aux.shape == main.shape == (3, *protocol.OUTPUT_SHAPE_CHW)
     for i, name in enumerate(toy["names"]):
         ref_aux, ref_main = _ort_outputs(toy["onnx"], toy["bins"], name)
         np.testing.assert_array_equal(aux[i], ref_aux)
         np.testing.assert_array_equal(main[i], ref_main)
+
+
+@pytest.mark.parametrize("kind", ["ais_bench-cli", "benchmark"])
+def test_directory_tools_have_no_per_batch_infer(fakes, toy: dict, kind: str) -> None:
+    """The CLI and the legacy tool run whole directories (run_split); a per-batch infer() would have
+    to fake it with temporary files and a whole tool run per batch, so it says so instead."""
+    batch = np.zeros((1, *protocol.INPUT_SHAPE_CHW), dtype=np.float32)
+    with _runner(kind, _convert(toy, 1), 1) as runner, pytest.raises(RunnerError, match="runs whole directories"):
+        runner.infer(batch)
 
 
 def test_fake_misbehaviour_is_what_the_gate_must_catch(fakes, toy: dict) -> None:

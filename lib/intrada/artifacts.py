@@ -147,8 +147,8 @@ def outputs_entry(cache: ArtifactCache, runner: Any, model_id: dict[str, Any], b
              "code": pipeline.code_fingerprint(pipeline)}
 
     def build(tmp: Path) -> dict[str, Any]:
-        pipeline.run_to_dumps(runner, names, bins.directory, tmp, batch_size=1, progress=True, desc=description)
-        return {"images": len(names), **desc}
+        record = runner.run_split(bins.directory, names, tmp, batch_size=1, progress=True, desc=description)
+        return {"images": len(names), **desc, "throughput": record.throughput, "timing": record.throughput_field}
 
     entry = cache.get_or_build("outputs", parts, build, description=description)
     return DumpSet.open(entry.path, list(samples), convention="ais_bench")

@@ -104,7 +104,7 @@ def _bin_names(bins_dir: Path) -> list[str]:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from .onnx_export import inspect_onnx
-    from .pipeline import run_to_dumps
+    from .runners.base import Runner
     from .runners.cpu import OnnxRuntimeRunner
 
     inspect_onnx(args.onnx, require_dynamic_batch=args.batch_size > 1)
@@ -112,12 +112,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.backend == "openvino":
         from .runners.openvino import OpenVinoRunner
 
-        runner: object = OpenVinoRunner(args.onnx)
+        runner: Runner = OpenVinoRunner(args.onnx)
     else:
         runner = OnnxRuntimeRunner(args.onnx)
-    run_to_dumps(runner, names, args.bins, args.out, batch_size=args.batch_size,  # type: ignore[arg-type]
-                 progress=not args.quiet)
-    print(f"wrote {2 * len(names)} dumps (<name>_0.bin aux, <name>_1.bin main; ais_bench layout) to {args.out}")
+    record = runner.run_split(args.bins, names, args.out, batch_size=args.batch_size, progress=not args.quiet)
+    print(f"wrote {2 * len(names)} dumps (<name>_0.bin aux, <name>_1.bin main; ais_bench layout) to {args.out}; "
+          f"{record.throughput:.3f} images/s ({record.throughput_field})")
     return 0
 
 

@@ -23,19 +23,17 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import protocol
-from ..dumps import DumpSet, write_dumps
+from ..dumps import write_dumps
 from ..errors import BinsError, ToolError
-from ..runners.base import Runner, RunnerError
+from ..runners.base import Runner, RunnerError, RunRecord
 from .tools import FAKE_MARKER, benchmark_is_fake, om_is_fake, run_logged
 
 _OUT_SHAPE = protocol.OUTPUT_SHAPE_CHW
@@ -49,39 +47,9 @@ def _timeout(images: int) -> float:
     return 600.0 + 10.0 * images
 
 
-@dataclass(frozen=True)
-class DeviceRun:
-    """One run of a device tool over a set of bins."""
-
-    tool: str  # "ais_bench-api", "ais_bench-cli" or "benchmark"
-    om: Path
-    batch_size: int
-    device_id: int
-    dumps: Path  # one file per sample and output, in the tool's own naming
-    convention: str  # key of intrada.dumps.CONVENTIONS
-    names: tuple[str, ...]
-    throughput: float  # samples/s on one device (chip), as the tool reports it
-    throughput_field: str  # which of the tool's numbers it is
-    command: tuple[str, ...] = ()
-    log: Path | None = None
-    fake: bool = False  # the tool or the om is a contract-test fake: not a device result
-    details: dict[str, Any] = field(default_factory=dict)
-    # where batch_size was read: the om's own input shape (checked), or only the flag the tool was
-    # given (unchecked: a throughput then rests on a name and is not judged)
-    batch_source: str = "unchecked"
-    batch_verified: bool = False
-
-    def open(self, samples: Sequence[Any] | None = None) -> DumpSet:
-        return DumpSet.open(self.dumps, list(samples) if samples is not None else list(self.names),
-                            convention=self.convention)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"tool": self.tool, "om": str(self.om), "batch_size": self.batch_size, "device_id": self.device_id,
-                "dumps": str(self.dumps), "convention": self.convention, "images": len(self.names),
-                "throughput": self.throughput, "throughput_field": self.throughput_field,
-                "command": list(self.command), "log": None if self.log is None else str(self.log),
-                "fake": self.fake, "batch_source": self.batch_source, "batch_verified": self.batch_verified,
-                **self.details}
+#: A device tool's run of a split is a :class:`~intrada.runners.base.RunRecord` whose timing is the
+#: tool's own (never a wall clock around a subprocess).
+DeviceRun = RunRecord
 
 
 def stage_inputs(bins_dir: Path, names: Sequence[str], dest: Path) -> Path:
@@ -134,12 +102,8 @@ class AscendRunner(Runner):
         if not self.om.is_file():
             raise ToolError(self.om, "om file not found", "pass --om PATH.om or let the gate build it with atc")
 
-    def run_split(self, bins_dir: str | os.PathLike[str], names: Sequence[str], out_dir: str | os.PathLike[str], *,
-                  progress: bool = False) -> DeviceRun:
-        """Infer ``<bins_dir>/<name>.bin`` for every name with the tool; outputs under ``out_dir``."""
-        raise NotImplementedError
-
-    # -- the per-batch Runner interface on top of the directory-level tools ----------------------
+    # Device tools run whole directories of bins (run_split, overridden by each); only the Python
+    # API also has a per-batch infer.
     def _activate(self) -> None:
         self._check_om()
 
@@ -147,17 +111,8 @@ class AscendRunner(Runner):
         pass
 
     def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with tempfile.TemporaryDirectory(prefix=f"intrada-{self.kind}-") as tmp:
-            bins = Path(tmp) / "bins"
-            bins.mkdir()
-            names = [f"batch{i:05d}" for i in range(batch.shape[0])]
-            for name, sample in zip(names, batch):
-                np.ascontiguousarray(sample, dtype=protocol.BIN_DTYPE).tofile(bins / f"{name}.bin")
-            run = self.run_split(bins, names, Path(tmp) / "out")
-            dumps = run.open()
-            aux = np.stack([dumps.read(n, "aux") for n in names])
-            main = np.stack([dumps.read(n, "main") for n in names])
-        return aux, main
+        raise RunnerError(self.name, f"{self.kind} runs whole directories of bins, not single batches",
+                          "use run_split(), or the ais_bench-api runner for per-batch inference")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,7 +196,7 @@ class AisBenchApiRunner(AscendRunner):
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def run_split(self, bins_dir: str | os.PathLike[str], names: Sequence[str], out_dir: str | os.PathLike[str], *,
-                  progress: bool = False) -> DeviceRun:
+                  batch_size: int | None = None, progress: bool = False, desc: str | None = None) -> RunRecord:
         from tqdm import tqdm
 
         from ..preprocess import read_bins
@@ -301,7 +256,7 @@ class AisBenchCliRunner(AscendRunner):
                 "--output", str(output), "--output_dirname", dirname, "--device", str(self.device_id)]
 
     def run_split(self, bins_dir: str | os.PathLike[str], names: Sequence[str], out_dir: str | os.PathLike[str], *,
-                  progress: bool = False) -> DeviceRun:
+                  batch_size: int | None = None, progress: bool = False, desc: str | None = None) -> RunRecord:
         self._check_om()
         bins_dir, out_dir = Path(bins_dir), Path(out_dir).absolute()
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -396,8 +351,15 @@ class LegacyBenchmarkRunner(AscendRunner):
     kind = "benchmark"
 
     def __init__(self, om: str | os.PathLike[str], *, batch_size: int, device_id: int = 0,
-                 executable: str | os.PathLike[str]) -> None:
+                 executable: str | os.PathLike[str] | None = None) -> None:
         super().__init__(om, batch_size=batch_size, device_id=device_id)
+        if executable is None:  # on PATH, or ./benchmark.<arch> as the seed's scripts call it
+            from .tools import benchmark_name, find_benchmark
+
+            executable = find_benchmark()
+            if executable is None:
+                raise ToolError(benchmark_name(), "not found on PATH nor in the current directory",
+                                "put the legacy benchmark tool on PATH or use --om-runner ais_bench-api")
         self.executable = Path(executable).absolute()
 
     def command(self, info_path: Path) -> list[str]:
@@ -407,7 +369,7 @@ class LegacyBenchmarkRunner(AscendRunner):
                 "-useDvpp=False"]
 
     def run_split(self, bins_dir: str | os.PathLike[str], names: Sequence[str], out_dir: str | os.PathLike[str], *,
-                  progress: bool = False) -> DeviceRun:
+                  batch_size: int | None = None, progress: bool = False, desc: str | None = None) -> RunRecord:
         from ..info import write_info
 
         self._check_om()
@@ -484,12 +446,7 @@ RUNNERS: dict[str, type[AscendRunner]] = {
 }
 
 
-def make_runner(kind: str, om: Path, *, batch_size: int, device_id: int = 0,
-                benchmark: Path | None = None) -> AscendRunner:
-    if kind == LegacyBenchmarkRunner.kind:
-        if benchmark is None:
-            raise ValueError("the benchmark runner needs the executable")
-        return LegacyBenchmarkRunner(om, batch_size=batch_size, device_id=device_id, executable=benchmark)
+def make_runner(kind: str, om: Path, *, batch_size: int, device_id: int = 0) -> AscendRunner:
     if kind not in RUNNERS:
         raise ValueError(f"unknown runner kind {kind!r}; known: {', '.join(RUNNERS)}")
     return RUNNERS[kind](om, batch_size=batch_size, device_id=device_id)
