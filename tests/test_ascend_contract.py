@@ -24,7 +24,7 @@ import pytest
 
 from _report import results
 from intrada import protocol
-from intrada.ascend import atc, runners, tools
+from intrada.ascend import atc, provenance, runners, tools
 from intrada.errors import ToolError
 from intrada.runners.base import RunnerError
 
@@ -35,8 +35,11 @@ FAKES = Path(__file__).resolve().parent / "fakes"
 FAKE_BIN = FAKES / "bin"
 FAKE_ATC_BIN = FAKES / "ascend-toolkit" / "latest" / "bin"
 FAKE_PYTHON = FAKES / "python"
-FAKE_ENV_VARS = ("INTRADA_FAKE_NPU_CHIP", "INTRADA_FAKE_NPU_DEVICES", "INTRADA_FAKE_NPU_OUTPUTS",
+FAKE_ENV_VARS = ("INTRADA_CONTRACT_FAKES", "INTRADA_FAKE_NPU_CHIP", "INTRADA_FAKE_NPU_DEVICES", "INTRADA_FAKE_NPU_OUTPUTS",
                  "INTRADA_FAKE_NPU_NOISE", "INTRADA_FAKE_NPU_MS", "INTRADA_FAKE_NPU_FAIL", "INTRADA_FAKE_ATC_FAIL")
+
+
+DECLARED = "atc,npu-smi,ais_bench,benchmark,om"
 
 
 def _base_path() -> str:
@@ -65,6 +68,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch, no_ascend: None):
     ais_bench package importable (in this process and in subprocesses)."""
     monkeypatch.setenv("PATH", os.pathsep.join([str(FAKE_ATC_BIN), str(FAKE_BIN), _base_path()]))
     monkeypatch.setenv("PYTHONPATH", str(FAKE_PYTHON))
+    monkeypatch.setenv("INTRADA_CONTRACT_FAKES", DECLARED)  # the fakes run only where they are declared
     monkeypatch.syspath_prepend(str(FAKE_PYTHON))
     _drop_fake_modules()
     yield monkeypatch
@@ -168,7 +172,7 @@ NPU_SMI_310_FOUR_CHIPS = """\
 
 def test_npu_smi_table_gives_the_chip_of_each_device() -> None:
     info = tools.parse_npu_smi_info(NPU_SMI_310P3)
-    assert info.version == "23.0.rc2" and not info.fake
+    assert info.version == "23.0.rc2"
     assert info.chip_name(0) == "310P3" and info.chip_name(1) == "310P1"
     with pytest.raises(ToolError, match=r"no device 7 \(devices: 0, 1\)"):
         info.chip_name(7)
@@ -187,12 +191,25 @@ def test_soc_version_always_carries_the_ascend_prefix() -> None:
         tools.soc_version_of(" ")
 
 
-def test_fake_npu_smi_is_parsed_and_flagged_as_fake(fakes) -> None:
+def test_fake_npu_smi_is_parsed_and_declared_as_fake(fakes) -> None:
     fakes.setenv("INTRADA_FAKE_NPU_CHIP", "310")
     fakes.setenv("INTRADA_FAKE_NPU_DEVICES", "2")
     info = tools.query_npu_smi()
-    assert info is not None and info.fake and info.version == tools.FAKE_MARKER
+    assert info is not None and info.version == "intrada-contract-fake"
     assert info.chip_name(1) == "310"
+    assert "npu-smi" in provenance.declared_fakes()  # what labels records FAKE: the environment's word
+
+
+@pytest.mark.parametrize("tool", ["npu-smi", "atc", "benchmark.x86_64"])
+def test_an_undeclared_fake_refuses_to_run(fakes, tool: str) -> None:
+    """Provenance is declared once, by the environment; a fake without that declaration never runs,
+    so it can never be reported as a device."""
+    fakes.delenv(provenance.ENV)
+    proc = subprocess.run([tool, "info"] if tool == "npu-smi" else [tool], capture_output=True, text=True)
+    assert proc.returncode == 3 and "contract-test fake refused to run" in proc.stderr
+    fakes.setenv(provenance.ENV, "atc,npu-smi,ais_bench,benchmark,om")
+    assert provenance.run_is_fake("ais_bench-cli") and provenance.run_is_fake("benchmark")
+    assert provenance.declared_fakes({}) == () and not provenance.run_is_fake("benchmark", {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,7 +230,7 @@ def test_atc_command_is_the_seeds(tmp_path: Path) -> None:
 def test_cann_version_is_read_from_the_toolkit_install_info(fakes) -> None:
     found = tools.find_atc()
     assert found is not None and found.path == FAKE_ATC_BIN / "atc"
-    assert found.version == "0.0.0.intrada-contract-fake" and found.fake
+    assert found.version == "0.0.0.intrada-contract-fake"
     assert found.version_source.endswith("ascend_toolkit_install.info")
 
 
@@ -247,7 +264,7 @@ def test_fake_atc_rejects_what_atc_rejects(fakes, toy: dict, tmp_path: Path, fla
 def test_atc_writes_a_static_om_for_the_seed_command(fakes, toy: dict) -> None:
     om = _convert(toy, 4, "Ascend310")
     assert om == toy["root"] / "om" / "intraDA_deeplabv2_bs4.om"
-    assert tools.om_is_fake(om) and tools.om_batch_size_from_name(om) == 4
+    assert tools.om_batch_size_from_name(om) == 4
     header = json.loads(om.read_bytes().split(b"\n", 2)[1])
     assert header["inputs"] == [{"name": "image", "shape": [4, 3, 512, 1024]}]
     assert header["soc_version"] == "Ascend310" and header["precision_mode"] == "force_fp16"
@@ -597,7 +614,7 @@ def test_faithful_om_passes_and_is_reported_as_a_contract_test(pytester: pytest.
     setup = data["sections"]["om.setup"]
     assert setup["runner"] == "ais_bench-cli" and setup["soc_version"] == "Ascend310P3"
     assert setup["soc_source"] == "npu-smi info"
-    assert setup["fake_components"] == ["ais_bench", "atc", "benchmark.x86_64", "npu-smi"]
+    assert setup["fake_components"] == ["ais_bench", "atc", "benchmark", "npu-smi", "om"]
     (parity,) = results(data, gate="om", kind="parity", subject="om")
     assert parity["state"] == "passed" and parity["details"]["contract_fake"] and parity["details"]["run"]["fake"]
     assert "FAKE: contract-test" in parity["details"]["candidate"]
@@ -671,7 +688,7 @@ def test_310_card_throughput_is_the_per_chip_rate_times_four(pytester: pytest.Py
 def _fake_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in FAKE_ENV_VARS}
     env.update(PATH=os.pathsep.join([str(FAKE_ATC_BIN), str(FAKE_BIN), _base_path()]), PYTHONPATH=str(FAKE_PYTHON),
-               **extra)
+               INTRADA_CONTRACT_FAKES=DECLARED, **extra)
     return env
 
 

@@ -34,7 +34,8 @@ from .. import protocol
 from ..dumps import write_dumps
 from ..errors import BinsError, ToolError
 from ..runners.base import Runner, RunnerError, RunRecord
-from .tools import FAKE_MARKER, benchmark_is_fake, om_is_fake, run_logged
+from .provenance import run_is_fake
+from .tools import run_logged
 
 _OUT_SHAPE = protocol.OUTPUT_SHAPE_CHW
 # the seed's gen_dataset_info call writes "512 1024" (width and height swapped, written verbatim)
@@ -90,13 +91,9 @@ class AscendRunner(Runner):
     def name(self) -> str:
         return f"{self.kind}-runner ({self.om.name})"
 
-    @property
-    def om_fake(self) -> bool:
-        return om_is_fake(self.om)
-
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "tool": self.kind, "om": str(self.om), "batch_size": self.batch_size,
-                "device_id": self.device_id, "fake": self.om_fake}
+                "device_id": self.device_id, "fake": run_is_fake(self.kind)}
 
     def _check_om(self) -> None:
         if not self.om.is_file():
@@ -130,19 +127,16 @@ class AisBenchApiRunner(AscendRunner):
         super().__init__(om, batch_size=batch_size, device_id=device_id)
         self.warmup = warmup  # the CLI's --warmup_count default
         self._session: Any = None
-        self._tool_fake = False
 
     def _activate(self) -> None:
         self._check_om()
         try:
             with warnings.catch_warnings():  # see tools.ais_bench_api_error
                 warnings.simplefilter("ignore")
-                import ais_bench
                 from ais_bench.infer.interface import InferSession
         except Exception as exc:  # ImportError, or OSError from the ACL shared libraries
             raise ToolError("ais_bench.infer.interface", f"cannot import the ais_bench Python API ({exc})",
                             "install the aclruntime and ais_bench wheels and source CANN's set_env.sh") from None
-        self._tool_fake = getattr(ais_bench, "INTRADA_CONTRACT_FAKE", None) == FAKE_MARKER
         try:
             self._session = InferSession(self.device_id, str(self.om))
         except Exception as exc:  # aclruntime raises RuntimeError with ACL error codes
@@ -227,7 +221,7 @@ class AisBenchApiRunner(AscendRunner):
         return DeviceRun(self.kind, self.om, self.batch_size, self.device_id, out_dir, "ais_bench", tuple(names),
                          1000.0 * self.batch_size / mean_ms,
                          "ais_bench 1000*batchsize/mean(NPU compute time) from InferSession.sumary().exec_time_list",
-                         fake=self._tool_fake or self.om_fake,
+                         fake=run_is_fake(self.kind),
                          details={"npu_compute_time_mean_ms": mean_ms, "npu_compute_runs": len(times)},
                          batch_source="the om's input shape (InferSession.get_inputs)", batch_verified=True)
 
@@ -283,7 +277,7 @@ class AisBenchCliRunner(AscendRunner):
         return DeviceRun(self.kind, self.om, self.batch_size, self.device_id, outputs, "ais_bench", tuple(names),
                          summary["throughput"], f"ais_bench {summary_path.name} 'throughput' "
                          "(1000*batchsize/NPU_compute_time.mean)", tuple(cmd), log,
-                         fake=summary.get("intrada_contract_fake") == FAKE_MARKER or self.om_fake,
+                         fake=run_is_fake(self.kind),
                          details={"npu_compute_time_mean_ms": summary["NPU_compute_time"].get("mean"),
                                   "summary": str(summary_path)},
                          batch_source=f"the om's input shape ({source})", batch_verified=True)
@@ -399,7 +393,7 @@ class LegacyBenchmarkRunner(AscendRunner):
         return DeviceRun(self.kind, self.om, self.batch_size, self.device_id, dumps, "benchmark", tuple(names),
                          rates["interface_throughput"],
                          f"benchmark {perf.name} [infer] 'Interface throughputRate' (per chip)", tuple(cmd), log,
-                         fake=FAKE_MARKER in text or benchmark_is_fake(self.executable) or self.om_fake,
+                         fake=run_is_fake(self.kind),
                          details={"perf_file": str(perf), "e2e_throughput": rates.get("e2e_throughput")},
                          batch_source="-batch_size flag only: the legacy tool does not report the om's batch")
 

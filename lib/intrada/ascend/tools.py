@@ -23,13 +23,6 @@ from typing import Any
 
 from ..errors import ToolError
 
-#: Written by every contract-test fake in tests/fakes/ (npu-smi version, toolkit install info,
-#: .om header, ais_bench package and summary, benchmark executable and perf file); never by a real
-#: tool. A run that touched any fake is reported as a contract test, not as a device result.
-FAKE_MARKER = "intrada-contract-fake"
-#: First bytes of the .om the fake atc writes (real oms are binary model files from ATC).
-FAKE_OM_MAGIC = b"INTRADA-FAKE-OM\n"
-
 RUNNER_KINDS: tuple[str, ...] = ("ais_bench-api", "ais_bench-cli", "benchmark")
 LOG_TAIL_LINES = 12
 
@@ -82,14 +75,6 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _mentions_marker(path: Path, limit: int = 1 << 16) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return FAKE_MARKER.encode() in f.read(limit)
-    except OSError:
-        return False
-
-
 # --------------------------------------------------------------------------------------------
 # npu-smi
 
@@ -106,10 +91,6 @@ class NpuSmiInfo:
     version: str
     chips: tuple[NpuChip, ...]
     raw: str = field(repr=False, default="")
-
-    @property
-    def fake(self) -> bool:
-        return FAKE_MARKER in self.raw
 
     def chip_name(self, device_id: int) -> str:
         """Name of the chip behind logical device ``device_id`` (the first chip when ids are absent)."""
@@ -214,10 +195,6 @@ class AtcTool:
     version_source: str  # the file it was read from, or why it is unknown
     sha256: str  # of the resolved atc file: part of the om cache key even when the version is unknown
 
-    @property
-    def fake(self) -> bool:
-        return FAKE_MARKER in self.version or _mentions_marker(self.path)
-
 
 _INSTALL_INFO = "ascend_toolkit_install.info"
 
@@ -286,13 +263,6 @@ def ais_bench_cli_available() -> bool:
     return importlib.util.find_spec("ais_bench") is not None
 
 
-def ais_bench_is_fake() -> bool:
-    spec = importlib.util.find_spec("ais_bench")
-    if spec is None or not spec.origin:
-        return False
-    return _mentions_marker(Path(spec.origin))
-
-
 def benchmark_name() -> str:
     """``benchmark.x86_64`` or ``benchmark.aarch64``: the legacy tool ships one binary per host arch."""
     machine = platform.machine().lower()
@@ -308,20 +278,8 @@ def find_benchmark() -> Path | None:
     return local if local.is_file() and os.access(local, os.X_OK) else None
 
 
-def benchmark_is_fake(path: Path) -> bool:
-    return _mentions_marker(path)
-
-
 # --------------------------------------------------------------------------------------------
 # om files
-
-def om_is_fake(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(FAKE_OM_MAGIC)) == FAKE_OM_MAGIC
-    except OSError:
-        return False
-
 
 def om_batch_size_from_name(path: Path) -> int | None:
     """``intraDA_deeplabv2_bs16.om`` -> 16 (newer atc may append ``_linux_x86_64``)."""
@@ -360,7 +318,6 @@ class AscendTools:
     ais_bench_api: bool
     ais_bench_api_error: str | None
     ais_bench_cli: bool
-    ais_bench_fake: bool
     benchmark: Path | None
 
     @property
@@ -379,18 +336,6 @@ class AscendTools:
     def anything(self) -> bool:
         return self.atc is not None or bool(self.runtimes)
 
-    def fake_components(self) -> list[str]:
-        fakes = []
-        if self.atc is not None and self.atc.fake:
-            fakes.append("atc")
-        if self.npu_smi is not None and _mentions_marker(self.npu_smi):
-            fakes.append("npu-smi")
-        if self.ais_bench_fake and (self.ais_bench_api or self.ais_bench_cli):
-            fakes.append("ais_bench")
-        if self.benchmark is not None and benchmark_is_fake(self.benchmark):
-            fakes.append(self.benchmark.name)
-        return fakes
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "atc": None if self.atc is None else {"path": str(self.atc.path), "cann_version": self.atc.version,
@@ -399,7 +344,6 @@ class AscendTools:
             "ais_bench_api": self.ais_bench_api, "ais_bench_api_error": self.ais_bench_api_error,
             "ais_bench_cli": self.ais_bench_cli,
             "benchmark": None if self.benchmark is None else str(self.benchmark),
-            "fake_components": self.fake_components(),
         }
 
 
@@ -408,5 +352,4 @@ def discover(*, probe_api: bool = True) -> AscendTools:
     npu_smi = shutil.which("npu-smi")
     return AscendTools(atc=find_atc(), npu_smi=Path(npu_smi) if npu_smi else None,
                        ais_bench_api=api_error is None, ais_bench_api_error=api_error,
-                       ais_bench_cli=ais_bench_cli_available(), ais_bench_fake=ais_bench_is_fake(),
-                       benchmark=find_benchmark())
+                       ais_bench_cli=ais_bench_cli_available(), benchmark=find_benchmark())
