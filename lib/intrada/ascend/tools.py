@@ -7,7 +7,6 @@ that happens only when :func:`discover` is asked for it.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import os
@@ -17,11 +16,13 @@ import shutil
 import subprocess
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ToolError
+from ..hashing import file_sha256
+from .parsers import NpuSmiInfo, parse_npu_smi_info
 
 RUNNER_KINDS: tuple[str, ...] = ("ais_bench-api", "ais_bench-cli", "benchmark")
 LOG_TAIL_LINES = 12
@@ -67,91 +68,8 @@ def run_logged(cmd: Sequence[str | os.PathLike[str]], *, what: str, log_path: Pa
     return proc.stdout
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------------------------
 # npu-smi
-
-@dataclass(frozen=True)
-class NpuChip:
-    npu_id: int
-    name: str  # e.g. "310P3", "310", "910B3"
-    chip_id: int
-    device_id: int | None  # the logical device id ais_bench / benchmark take; None when npu-smi omits it
-
-
-@dataclass(frozen=True)
-class NpuSmiInfo:
-    version: str
-    chips: tuple[NpuChip, ...]
-    raw: str = field(repr=False, default="")
-
-    def chip_name(self, device_id: int) -> str:
-        """Name of the chip behind logical device ``device_id`` (the first chip when ids are absent)."""
-        if not self.chips:
-            raise ToolError("npu-smi info", "lists no NPU", "check the driver with `npu-smi info` and `dmesg`")
-        for chip in self.chips:
-            if chip.device_id == device_id:
-                return chip.name
-        if all(c.device_id is None for c in self.chips):
-            return self.chips[0].name
-        ids = ", ".join(str(c.device_id) for c in self.chips)
-        raise ToolError("npu-smi info", f"no device {device_id} (devices: {ids})", "pass --device-id with one of them")
-
-
-_ROW_RE = re.compile(r"^\|\s*(\d+)\s+(\S+)\s*\|")
-
-
-def parse_npu_smi_info(text: str) -> NpuSmiInfo:
-    """Parse the table of ``npu-smi info``.
-
-    The device table has a header pair ``| NPU Name | Health ...`` / ``| Chip Device | Bus-Id ...``,
-    then one block per NPU between ``+===...`` separators: its first row is ``| <npu> <name> | ...``
-    and each further row is ``| <chip> <device> | <bus-id> ...`` (one per chip: a 310 card lists four
-    chips). The process table that may follow (``| NPU Chip | Process id ...``) is ignored.
-    """
-    version = ""
-    m = re.search(r"npu-smi\s+(\S+)\s+Version:\s*(\S+)", text)
-    if m:
-        version = m.group(2)
-    chips: list[NpuChip] = []
-    in_devices = False
-    block: list[tuple[int, str]] = []
-
-    def flush() -> None:
-        if block:
-            npu_id, name = block[0]
-            rows = block[1:] or [(0, "")]
-            for chip_id, device in rows:
-                chips.append(NpuChip(npu_id, name, chip_id, int(device) if device.isdigit() else None))
-        block.clear()
-
-    for raw_line in text.splitlines():
-        line = raw_line.strip()
-        if re.match(r"^\|\s*NPU\s+Name\b", line):
-            in_devices = True
-            continue
-        if re.match(r"^\|\s*NPU\s+Chip\b", line):  # the process table
-            flush()
-            in_devices = False
-            continue
-        if not in_devices:
-            continue
-        if line.startswith("+"):
-            flush()
-            continue
-        row = _ROW_RE.match(line)
-        if row:
-            block.append((int(row.group(1)), row.group(2)))
-    flush()
-    return NpuSmiInfo(version, tuple(chips), text)
-
 
 def query_npu_smi(executable: str | None = None, timeout: float = 60.0) -> NpuSmiInfo | None:
     """``npu-smi info`` parsed, or None when npu-smi is not on PATH."""
