@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .errors import ThresholdsError
 from .requirements import parse_gate_list
@@ -151,3 +151,35 @@ def build_config(options: Mapping[str, Any], rootdir: Path, env: Mapping[str, st
         device_id=0 if device_id is None else device_id, rootdir=rootdir, given=given, require=require,
         onnx_accuracy=opt("onnx_accuracy"), om_runner=opt("om_runner"),
     )
+
+
+def header_lines(cfg: GateConfig, requirements: Sequence[Any], plan: Any) -> list[str]:
+    """The effective setup, said before anything runs: versions, inputs with their hashes, the
+    thresholds file, the gates that must be judged and the run plan."""
+    import numpy
+    import onnx
+    import onnxruntime
+    import torch
+
+    from .hashing import cached_file_sha256
+
+    lines = [f"torch {torch.__version__}, onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}, "
+             f"numpy {numpy.__version__}, device cpu ({os.cpu_count()} cores)"]
+    mode = "embedded demo submission" if cfg.demo_model else ("real split" if not cfg.demo_data else
+                                                             "submitted model on the demo split")
+    lines.append(f"mode {mode}; batch sizes {','.join(map(str, cfg.batch_sizes))}; max images "
+                 f"{cfg.max_images or 'all'}; cache {cfg.cache_dir}")
+    for label, path in (("weights", cfg.weights), ("onnx", cfg.onnx)):
+        if path is not None:
+            lines.append(f"{label} {path} sha256 {cached_file_sha256(path)[:16]}")
+    for label, path in (("cityscapes", cfg.cityscapes), ("dumps", cfg.dumps), ("om", cfg.om), ("report", cfg.report)):
+        if path is not None:
+            lines.append(f"{label} {path}")
+    default_thresholds = "the demo submission's own file" if cfg.demo_model else "lib/intrada/data/thresholds.toml"
+    lines.append(f"thresholds {cfg.thresholds or default_thresholds}")
+    if requirements:
+        lines.append("required (a gate that judges nothing fails the run): " + "; ".join(
+            f"{r.gate} [{', '.join(sorted(r.subjects))}] by {r.why}" for r in requirements))
+    else:
+        lines.append("no gate required (pass -m GATE, --require GATES or inputs to require one)")
+    return lines + [f"plan: {line}" for line in plan.lines()]
