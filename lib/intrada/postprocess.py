@@ -9,7 +9,8 @@ and takes ``np.argmax`` over the classes. :func:`upsample_argmax_reference` does
 * Bilinear interpolation with align_corners=True is separable. Every output pixel lies in one
   low-resolution *cell* (two adjacent source rows x two adjacent source columns), and its value for
   a class is a convex combination of that class's 4 corner logits. So a class whose largest corner
-  is below another class's smallest corner cannot win anywhere in the cell. Most cells (region
+  is below another class's smallest corner cannot win anywhere in the cell, nor can one whose 4
+  corners are all <= those of a lower-index class (exact: see _cell_candidates). Most cells (region
   interiors) keep a single candidate and are filled directly; only boundary ("contested") cells
   are interpolated (sparse path), batched by candidate count, each for the classes that can still
   win in it, with a running argmax, so no [classes, H, W] array exists.
