@@ -6,9 +6,9 @@ the benchmark times it on three kinds of main-head logits (19x65x129 float32, wr
 dumps, with street-scene 2048x1024 labelIds PNGs):
 
 * ``smooth``: segmenter-like, smooth class fields over a street scene (~10% of cells contested);
-* ``cell_noise``: the same plus independent Gaussian noise per logit cell (sigma 3; ~53% of cells
-  contested by ~6 classes), the regime where per-cell work dominates;
-* ``pure_noise``: independent Gaussian noise only (sigma 3; every cell contested by ~16 classes),
+* ``cell_noise``: the same plus independent Gaussian noise per logit cell (sigma 3; ~43% of cells
+  contested by ~5 classes), the regime where per-cell work dominates;
+* ``pure_noise``: independent Gaussian noise only (sigma 3; every cell contested by ~15 classes),
   the worst case.
 
 For each kind, in one run:

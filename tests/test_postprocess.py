@@ -150,6 +150,23 @@ def _near_tie_logits(seed: int) -> np.ndarray:
     return logits
 
 
+def test_dominated_classes_are_pruned_exactly() -> None:
+    # Class 9 equals class 2 at most grid points and is one ulp below elsewhere: it is never above
+    # class 2 anywhere (interpolation is monotone in every corner, in float32 too) and loses the
+    # ties, so it is no candidate, although its largest corner beats class 2's smallest.
+    rng = np.random.default_rng(12)
+    logits = rng.normal(0, 1, (19, 9, 17)).astype(np.float32)
+    logits[2] = logits.max() + 1 + rng.random((9, 17)).astype(np.float32)  # above every other class
+    logits[9] = np.where(rng.random((9, 17)) < 0.7, logits[2], np.nextafter(logits[2], np.float32(-np.inf)))
+    assert contest_profile(logits, (40, 90))["contested_cells"] == 0
+    ref = _torch_argmax(logits, (40, 90))
+    assert (ref == 2).all()
+    _assert_all_paths(logits, (40, 90), ref)
+    # all classes equal: nothing contested, class 0 everywhere, as np.argmax
+    assert contest_profile(np.zeros((19, 65, 129), np.float32))["contested_cells"] == 0
+    assert not upsample_argmax(np.zeros((19, 65, 129), np.float32)).any()
+
+
 def test_near_ties_inside_cells() -> None:
     logits = _near_tie_logits(4)
     ref = _torch_argmax(logits, (130, 260))

@@ -9,7 +9,8 @@ and takes ``np.argmax`` over the classes. :func:`upsample_argmax_reference` does
 * Bilinear interpolation with align_corners=True is separable. Every output pixel lies in one
   low-resolution *cell* (two adjacent source rows x two adjacent source columns), and its value for
   a class is a convex combination of that class's 4 corner logits. So a class whose largest corner
-  is below another class's smallest corner cannot win anywhere in the cell. Most cells (region
+  is below another class's smallest corner cannot win anywhere in the cell, nor can one whose 4
+  corners are all <= those of a lower-index class (exact: see _cell_candidates). Most cells (region
   interiors) keep a single candidate and are filled directly; only boundary ("contested") cells
   are interpolated (sparse path), batched by candidate count, each for the classes that can still
   win in it, with a running argmax, so no [classes, H, W] array exists.
@@ -21,10 +22,9 @@ and takes ``np.argmax`` over the classes. :func:`upsample_argmax_reference` does
 * Exact values reproduce torch's float32 arithmetic: the same source coordinates
   (``scale = (in - 1) / (out - 1)`` in float32, ``src = scale * dst``), the same weights, the
   width pass inside the height pass, and the fused multiply-adds of torch's vectorised CPU kernel
-  (AVX2 / AVX512). Values are therefore bit-identical to torch on those CPUs, and the argmax (first
-  maximum wins, like ``np.argmax``) matches pixel for pixel. (Measured on torch 2.13: this holds
-  for outputs with height + width >= 129, the protocol's included; smaller outputs take a torch
-  path whose values differ by an ulp on some pixels.)
+  (AVX2 / AVX512), so values and the argmax (first maximum wins) are bit-identical to torch on
+  those CPUs; on torch 2.13 for outputs with height + width >= 129 (smaller ones take a torch path
+  whose values differ by an ulp on some pixels).
 """
 from __future__ import annotations
 
@@ -139,10 +139,7 @@ def upsample_argmax_reference(logits: np.ndarray, size: tuple[int, int] = LABEL_
 def upsample_values(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE,
                     classes: np.ndarray | None = None) -> np.ndarray:
     """Full float32 upsampled logits [len(classes), H, W], bit-identical to torch (FMA CPUs).
-
-    Materialises the tensor, so it is for tests and small sizes; :func:`upsample_argmax` uses the
-    same arithmetic on the pixels that need it.
-    """
+    Materialises the tensor (tests, small sizes); :func:`upsample_argmax` uses the same arithmetic."""
     logits = _check_logits(logits)
     if classes is not None:
         logits = logits[np.asarray(classes)]
@@ -166,7 +163,17 @@ def _cell_candidates(logits: np.ndarray) -> np.ndarray:
     hi = np.maximum(hi_r, np.concatenate([hi_r[:, :, 1:], hi_r[:, :, -1:]], axis=2))
     best_floor = lo.max(axis=0)
     scale = np.maximum(np.abs(hi).max(axis=0), np.abs(lo).max(axis=0))
-    return hi >= best_floor - _PRUNE_MARGIN * scale
+    cand = hi >= best_floor - _PRUNE_MARGIN * scale
+    # Dominance, exact despite rounding: interpolation with weights >= 0 is monotone in every
+    # corner, in float32 too, so a class whose 4 corners are all <= those of a lower-index class w
+    # is <= w at every pixel and loses ties to it. w = the best-floor class (first on ties).
+    ci, cj = np.nonzero(cand.sum(axis=0) > 1)
+    corners = np.stack([logits[:, ci, cj], nxt_r[:, ci, cj], *(a[:, ci, np.minimum(cj + 1, a.shape[2] - 1)]
+                                                              for a in (logits, nxt_r))])  # (4, C, n)
+    w = corners.min(axis=0).argmax(axis=0)
+    dominated = (corners <= corners[:, w, np.arange(ci.size)][:, None]).all(axis=0)
+    cand[:, ci, cj] &= ~(dominated & (np.arange(logits.shape[0])[:, None] > w))
+    return cand
 
 
 def upsample_argmax(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE, *,
@@ -236,15 +243,13 @@ def _fill_dense_rows(pred: np.ndarray, logits: np.ndarray, cand: np.ndarray, cel
 
     A float32 matmul [rows x 2 weights] @ [2 source rows x W] per class gives approximate values
     (several times cheaper than emulating torch's FMA); a running argmax keeps best and second
-    best. Where they are within twice the error bound, rounding could decide: those pixels are
-    recomputed exactly (a row with over _DENSE_MAX_RECHECK of them is left to the sparse path).
-    Elsewhere the approximate winner beats every other class by more than both errors, so it is
-    torch's unique maximum. Bound (u = 2^-24, S = largest |logit| of the row's classes on its two
-    source rows, weights in [0, 1] summing to ~1): to first order torch's width pass
-    fl(s0 w0 + fl(s1 w1)), ours (three roundings), the length-2 float32 dot product (gamma_2, any
-    order, FMA or not) and torch's height pass are each within 2uS of the real interpolation, so
-    |approx - torch| <= 8uS; we take 2^-19 S = 32uS, plus 2^-140 for underflow (<= 2^-150 each).
-    """
+    best. Pixels where they are within twice the error bound are recomputed exactly (a row with
+    over _DENSE_MAX_RECHECK of them is left to the sparse path); elsewhere the approximate winner
+    beats all others by more than both errors, so it is torch's unique maximum. Bound (u = 2^-24,
+    S = largest |logit| of the row's classes on its two source rows, weights in [0, 1] summing to
+    ~1): torch's width pass fl(s0 w0 + fl(s1 w1)), ours, the length-2 float32 dot product (gamma_2,
+    any order, FMA or not) and torch's height pass are each within ~2uS of the real value, so
+    |approx - torch| <= 8uS; we take 2^-19 S = 32uS, plus 2^-140 for underflow (<= 2^-150 each)."""
     h = logits.shape[1]
     r1s = ax_h.i1[ax_h.starts[cell_rows]]
     src_rows = np.union1d(cell_rows, r1s)
@@ -289,9 +294,7 @@ def _running_argmax(values: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray
     idx = np.full(best.shape, classes[0], np.uint8)
     low, win, upd = np.empty_like(best), np.empty(best.shape, bool), np.empty(best.shape, np.uint8)
     for r in range(1, classes.size):
-        v = values[r]
-        # classes ascend, so a winning class is larger than any index held so far, and
-        # max(idx, win * c) is the update (no masked copy); equal values have gap 0: rechecked
+        v = values[r]  # classes ascend: max(idx, win * c) updates idx without a masked copy
         np.greater(v, best, out=win)
         np.minimum(best, v, out=low)
         np.maximum(second, low, out=second)
@@ -318,10 +321,7 @@ _MAX_VALUES = 2_000_000
 def _fill_contested(pred: np.ndarray, flat: np.ndarray, cand: np.ndarray, ci: np.ndarray, cj: np.ndarray,
                     k: int, hw: tuple[int, int], ax_h: _Axis, ax_w: _Axis) -> None:
     """Interpolate and argmax the k candidate classes of cells (ci, cj), writing into ``pred``.
-
-    Layout: the n cells side by side, (span_h, n * span_w) per class, so that numpy's inner loops
-    run over n * span_w values rather than one cell's span_w.
-    """
+    The n cells lie side by side, (span_h, n * span_w) per class: long inner loops for numpy."""
     h, w = hw
     n = ci.size
     classes = np.nonzero(cand[:, ci, cj].T)[1].reshape(n, k).T  # (k, n), ascending per cell
