@@ -78,6 +78,7 @@ class LayerDiff:
     method: str = "scopes"
     limit_source: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # provenance: noise floor, derived limits
 
     @property
     def first(self) -> LayerRow | None:
@@ -119,7 +120,7 @@ class LayerDiff:
                 "limits": {k: v for k, v in self.limits.__dict__.items() if v is not None},
                 "limit_source": self.limit_source, "rows": [r.as_dict() for r in self.rows],
                 "unmatched_torch": self.unmatched_torch, "unmatched_onnx": self.unmatched_onnx,
-                "seconds": self.seconds}
+                "seconds": self.seconds, **self.details}
 
     def markdown(self) -> str:
         first = self.first
@@ -264,8 +265,8 @@ def load_onnx(path: str | os.PathLike[str]) -> Any:
 
 
 def diff_layers(model: torch.nn.Module, onnx_model: str | os.PathLike[str] | Any, image: np.ndarray, limits: Limits,
-                *, image_name: str = "image", limit_source: str = "", threads: int | None = None,
-                per_segment: int = 6) -> LayerDiff:
+                *, image_name: str = "image", candidate: str | None = None, limit_source: str = "",
+                details: dict[str, Any] | None = None, threads: int | None = None, per_segment: int = 6) -> LayerDiff:
     """Compare every matched intermediate tensor of ``model`` (eval mode, float32) and of the ONNX
     (a path or a loaded ModelProto) on one image; see the module docstring."""
     from .runners.cpu import physical_cores
@@ -273,7 +274,7 @@ def diff_layers(model: torch.nn.Module, onnx_model: str | os.PathLike[str] | Any
     t0 = time.perf_counter()
     x = _as_batch(image)
     m = onnx_model if hasattr(onnx_model, "graph") else load_onnx(onnx_model)
-    candidate = str(onnx_model) if not hasattr(onnx_model, "graph") else "onnx"
+    candidate = candidate or (str(onnx_model) if not hasattr(onnx_model, "graph") else "onnx")
     inits = {i.name for i in m.graph.initializer}
     inputs = [i.name for i in m.graph.input if i.name not in inits]
     if len(inputs) != 1:
@@ -318,7 +319,7 @@ def diff_layers(model: torch.nn.Module, onnx_model: str | os.PathLike[str] | Any
     seconds = {"total": total, **clock, "pytorch": total - clock["onnxruntime"] - clock["compare"],
                "segments": float(stream.segments_run)}
     return LayerDiff("pytorch", candidate, image_name, rows, limits, lmap.unmatched_torch + missed,
-                     lmap.unmatched_onnx, lmap.method, limit_source, seconds)
+                     lmap.unmatched_onnx, lmap.method, limit_source, seconds, dict(details or {}))
 
 
 def write_report(result: LayerDiff, json_path: str | os.PathLike[str] | None = None,

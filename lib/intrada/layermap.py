@@ -160,7 +160,7 @@ def map_layers(model: nn.Module, graph: Any, input_shape: Sequence[int]) -> Laye
             consumers.setdefault(v, set()).add(i)
     graph_outputs = [o.name for o in graph.output]
     producer_of = {v: i for i, n in enumerate(graph.node) for v in n.output}
-    out_id_to_call = {}
+    out_id_to_call: dict[int, _Call] = {}
     for c in calls:
         for t in c.outputs:
             out_id_to_call.setdefault(t, c)
@@ -341,9 +341,15 @@ class OnnxStream:
         opts.intra_op_num_threads = self._threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        session = ort.InferenceSession(m.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
-        del m, g
-        results = session.run(outputs, {v: self._store[v] for v in inputs})
+        try:
+            session = ort.InferenceSession(m.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+            del m, g
+            results = session.run(outputs, {v: self._store[v] for v in inputs})
+        except Exception as exc:  # onnxruntime raises its own exception types per failure
+            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise OnnxModelError(self._where, f"ONNX Runtime fails on nodes {seg[0].name or seg[0].op_type!r}.."
+                                 f"{seg[-1].name or seg[-1].op_type!r} ({first})",
+                                 "check the file with `intrada inspect` or re-export it") from None
         del session
         self.segments_run += 1
         for v in inputs:  # no later segment reads it and nobody asked for it
