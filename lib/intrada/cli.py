@@ -204,11 +204,11 @@ def cmd_diff_layers(args: argparse.Namespace) -> int:
     from .thresholds import load as load_thresholds
 
     thresholds = load_thresholds(args.thresholds)
+    image, name = _diff_image(args)  # the cheap checks first
     onnx_model = load_onnx(args.onnx)
     model, ckpt = load_model(args.checkpoint)
     if ckpt.remap:
         print(f"{ckpt.path}: {ckpt.remap}", file=sys.stderr)
-    image, name = _diff_image(args)
     floor = measure_noise_floor(model, [image], crop=args.floor_crop)
     derived = limits_from_thresholds(thresholds, floor)
     result = diff_layers(model, onnx_model, image, derived.limits, image_name=name, candidate=str(args.onnx),

@@ -14,11 +14,12 @@ lies between 3e-7 and 2.3e-6 relative, within 2x of the fp32-vs-float64 floor of
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -79,6 +80,7 @@ class LayerDiff:
     limit_source: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)  # provenance: noise floor, derived limits
+    matched: int = 0  # tensor pairs matched (the run may stop at the first diverging one)
 
     @property
     def first(self) -> LayerRow | None:
@@ -101,12 +103,12 @@ class LayerDiff:
         return "unmatched: " + ", ".join(parts)
 
     def report(self) -> str:
-        first, n = self.first, len(self.all_rows)
+        first, n = self.first, max(self.matched, len(self.all_rows))
         where = f"{self.candidate} vs {self.reference} on {self.image}"
         if first is None:
             worst = max(self.all_rows, key=lambda r: r.max_abs_over_scale, default=None)
             peak = f"; largest max|d|/scale {worst.max_abs_over_scale:.3g} at {worst.layer}" if worst else ""
-            return f"no layer diverges ({n} layers compared{peak}) | {where}; {self._unmatched()}"
+            return f"no layer diverges ({len(self.all_rows)} layers compared{peak}) | {where}; {self._unmatched()}"
         return (f"first diverging layer: {first.layer} (ONNX {first.onnx_node}, row {first.index + 1} of {n}): "
                 f"{'; '.join(first.failures)}; the {first.index} layers before it are within limits | "
                 f"{where}; {self._unmatched()}")
@@ -116,7 +118,7 @@ class LayerDiff:
         return {"reference": self.reference, "candidate": self.candidate, "image": self.image,
                 "passed": self.passed, "first": None if first is None else first.layer,
                 "first_onnx_node": None if first is None else first.onnx_node,
-                "layers_compared": len(self.all_rows), "method": self.method,
+                "layers_compared": len(self.all_rows), "layers_matched": self.matched, "method": self.method,
                 "limits": {k: v for k, v in self.limits.__dict__.items() if v is not None},
                 "limit_source": self.limit_source, "rows": [r.as_dict() for r in self.rows],
                 "unmatched_torch": self.unmatched_torch, "unmatched_onnx": self.unmatched_onnx,
@@ -257,6 +259,8 @@ def _as_batch(image: np.ndarray) -> np.ndarray:
 def load_onnx(path: str | os.PathLike[str]) -> Any:
     import onnx
 
+    if not Path(path).is_file():
+        raise OnnxModelError(path, "ONNX file not found", "pass the .onnx exported from the checkpoint")
     try:
         return onnx.load(str(path))
     except Exception as exc:  # protobuf raises several types depending on the damage
@@ -264,11 +268,31 @@ def load_onnx(path: str | os.PathLike[str]) -> Any:
                              "intrada pth2onnx or torch.onnx.export") from None
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """The comparison passes are memory-bound and short: on one thread they cost the same on an idle
+    machine and 3-25x less on a busy one, where every multithreaded op waits for a second core."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+class _Stop(Exception):
+    """Raised from a forward hook to end the PyTorch run at the first diverging layer."""
+
+
 def diff_layers(model: torch.nn.Module, onnx_model: str | os.PathLike[str] | Any, image: np.ndarray, limits: Limits,
                 *, image_name: str = "image", candidate: str | None = None, limit_source: str = "",
-                details: dict[str, Any] | None = None, threads: int | None = None, per_segment: int = 6) -> LayerDiff:
+                details: dict[str, Any] | None = None, stop_at_first: bool = True, threads: int | None = None,
+                per_segment: int = 8) -> LayerDiff:
     """Compare every matched intermediate tensor of ``model`` (eval mode, float32) and of the ONNX
-    (a path or a loaded ModelProto) on one image; see the module docstring."""
+    (a path or a loaded ModelProto) on one image; see the module docstring.
+
+    ``stop_at_first``: end both runs at the first diverging layer (the table stops there anyway);
+    False compares every layer, e.g. to see how far a divergence travels (``all_rows``)."""
     from .runners.cpu import physical_cores
 
     t0 = time.perf_counter()
@@ -299,27 +323,33 @@ def diff_layers(model: torch.nn.Module, onnx_model: str | os.PathLike[str] | Any
             t = time.perf_counter()
             cand = stream.take(p.onnx_value)
             t2 = time.perf_counter()
-            rows.append(compare_layer(len(rows), p, tensor, cand, limits, scratch))
+            with _one_thread():
+                rows.append(compare_layer(len(rows), p, tensor, cand, limits, scratch))
             del cand
             clock["onnxruntime"] += t2 - t
             clock["compare"] += time.perf_counter() - t2
             fired.add(p.onnx_value)
+            if stop_at_first and rows[-1].diverged:
+                raise _Stop
 
     modules = dict(model.named_modules())
     handles = [modules[name].register_forward_hook(lambda _m, _i, out, name=name: on_forward(name, out))
                for name in hooked]
+    stopped = False
     try:
         with torch.inference_mode():
             model(torch.from_numpy(x))
+    except _Stop:
+        stopped = True
     finally:
         for h in handles:
             h.remove()
-    missed = [f"{p.label} (not executed)" for p in lmap.points if p.onnx_value not in fired]
+    missed = [] if stopped else [f"{p.label} (not executed)" for p in lmap.points if p.onnx_value not in fired]
     total = time.perf_counter() - t0
     seconds = {"total": total, **clock, "pytorch": total - clock["onnxruntime"] - clock["compare"],
-               "segments": float(stream.segments_run)}
+               "onnxruntime_sessions": stream.session_seconds, "segments": float(stream.segments_run)}
     return LayerDiff("pytorch", candidate, image_name, rows, limits, lmap.unmatched_torch + missed,
-                     lmap.unmatched_onnx, lmap.method, limit_source, seconds, dict(details or {}))
+                     lmap.unmatched_onnx, lmap.method, limit_source, seconds, dict(details or {}), len(lmap.points))
 
 
 def write_report(result: LayerDiff, json_path: str | os.PathLike[str] | None = None,

@@ -26,6 +26,7 @@ the tensors a later segment still reads and the compared tensors not yet taken.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -289,6 +290,7 @@ class OnnxStream:
                     self._last_use[v] = s
         self._next = 0
         self.segments_run = 0
+        self.session_seconds = 0.0  # building segment sessions, part of take()'s time
 
     def _cut(self, nodes: list[Any], per_segment: int) -> list[list[Any]]:
         segments: list[list[Any]] = [[]]
@@ -310,6 +312,11 @@ class OnnxStream:
                     raise OnnxModelError(self._where, f"node {n.name or n.op_type!r} reads {missing[0]!r} before it is "
                                          "computed (the graph is not topologically sorted)", "re-export the model")
                 known.update(n.output)
+
+    @property
+    def held(self) -> list[str]:
+        """Tensors held right now: inputs of later segments and computed values not yet taken."""
+        return list(self._store)
 
     def take(self, value: str) -> np.ndarray:
         while value not in self._store:
@@ -341,9 +348,13 @@ class OnnxStream:
         opts.intra_op_num_threads = self._threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # PyTorch runs between two segments: idle ONNX Runtime workers must not spin on the cores.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        t0 = time.perf_counter()
         try:
             session = ort.InferenceSession(m.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
             del m, g
+            self.session_seconds += time.perf_counter() - t0
             results = session.run(outputs, {v: self._store[v] for v in inputs})
         except Exception as exc:  # onnxruntime raises its own exception types per failure
             first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
