@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -57,12 +57,8 @@ class LayerRow:
         return bool(self.failures)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "layer": self.layer, "onnx_node": self.onnx_node, "op": self.op,
-                "shape": list(self.shape), "max_abs": self.max_abs, "mean_abs": self.mean_abs,
-                "p99_abs": self.p99_abs, "reference_absmax": self.reference_absmax,
-                "max_abs_over_scale": self.max_abs_over_scale, "cosine": self.cosine,
-                "rel_euclidean": self.rel_euclidean, "nonfinite": self.nonfinite,
-                "argmax_agreement": self.argmax_agreement, "diverged": self.diverged, "failures": list(self.failures)}
+        return {**asdict(self), "shape": list(self.shape), "max_abs_over_scale": self.max_abs_over_scale,
+                "diverged": self.diverged, "failures": list(self.failures)}
 
 
 @dataclass
@@ -99,8 +95,7 @@ class LayerDiff:
         return self.passed
 
     def _unmatched(self) -> str:
-        parts = [f"{len(self.unmatched_torch)} PyTorch modules", f"{len(self.unmatched_onnx)} ONNX nodes"]
-        return "unmatched: " + ", ".join(parts)
+        return f"unmatched: {len(self.unmatched_torch)} PyTorch modules, {len(self.unmatched_onnx)} ONNX nodes"
 
     def report(self) -> str:
         first, n = self.first, max(self.matched, len(self.all_rows))
@@ -195,8 +190,8 @@ _P99_SAMPLES = 1 << 18
 
 def compare_layer(index: int, point: Point, reference: torch.Tensor, candidate: np.ndarray,
                   limits: Limits, scratch: Scratch | None = None) -> LayerRow:
-    """One row. Intermediate tensors: a few multithreaded torch passes over one reused buffer;
-    graph outputs: the parity gate's own :class:`TensorStats` (which adds the argmax agreement)."""
+    """One row. Intermediate tensors: a few torch passes over one reused buffer; graph outputs:
+    the parity gate's own :class:`TensorStats` (which adds the argmax agreement)."""
     ref = reference.detach()
     shape = tuple(ref.shape)
     if tuple(candidate.shape) != shape:
@@ -241,10 +236,7 @@ def compare_layer(index: int, point: Point, reference: torch.Tensor, candidate: 
 
 
 def _judged(row: LayerRow, limits: Limits, ref_nonfinite: int) -> LayerRow:
-    failures = _failures(row, limits, ref_nonfinite)
-    if not failures:
-        return row
-    return LayerRow(**{**row.__dict__, "failures": failures})
+    return replace(row, failures=_failures(row, limits, ref_nonfinite))
 
 
 def _as_batch(image: np.ndarray) -> np.ndarray:

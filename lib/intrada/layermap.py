@@ -1,32 +1,33 @@
 """Which ONNX tensor is which PyTorch module's output, and an ONNX Runtime run that hands them over
 one segment at a time.
 
-Matching. torch's TorchScript exporter names every node after the module scopes it was traced in
-(``/layer4/layer4.1/conv2/Conv``); with constant folding (the default, and the seed's export) each
-BatchNorm is folded into the conv before it, so that Conv node computes ``bn2(conv2(x))``. The
-PyTorch side is learnt from one forward pass on the meta device (no memory, no arithmetic): which
-modules run, in which order, and which BatchNorm consumes which conv's output. A point is then
+Matching. torch's TorchScript exporter names nodes after the module scopes they were traced in
+(``/layer4/layer4.1/conv2/Conv``); with constant folding (the default, and the seed's) each
+BatchNorm is folded into the conv before it, so that node computes ``bn2(conv2(x))``. PyTorch's
+side comes from one forward pass on the meta device (no memory, no arithmetic): which modules run,
+in which order, which BatchNorm reads which conv's output. A compared point is
 
-* a leaf module with parameters or pooling (Conv, BatchNorm, MaxPool, Linear ...): the last node in
-  its scope; a conv whose BatchNorm has no node of its own is compared after that BatchNorm;
-* a container (a residual block, a classifier head): the last node inside its scope, i.e. the
-  block's output after its final ReLU;
-* the graph outputs, by position, against the model's outputs.
+* a leaf module with parameters or pooling: the last node in its scope (a conv whose BatchNorm has
+  no node of its own is compared after that BatchNorm);
+* a container (a residual block, a classifier head): the last node inside its scope, the block's
+  output after its final ReLU;
+* each graph output, by position, against the model's outputs.
 
-Elementwise activations are not compared on their own: each is an exact function of a compared
-tensor. Exports without scopes (torch < 1.13 names nodes ``Conv_12``) are matched by order: ONNX
-Conv / MaxPool / BatchNormalization / Gemm nodes in graph order against the modules of the same
-kind in execution order, each pair checked by weight shape; the first mismatch ends the matching.
+Elementwise activations are not rows: each is an exact function of a compared tensor. Exports
+without scopes (torch < 1.13 writes ``Conv_12``) are matched by order: Conv / MaxPool /
+BatchNormalization / Gemm nodes against modules of the same kind in execution order, each pair
+checked by weight shape; the first mismatch ends the matching and the rest is reported unmatched.
 
-Streaming. Exposing ~150 intermediate tensors of one 512x1024 image as graph outputs would make
-ONNX Runtime hold ~3 GB at once. :class:`OnnxStream` cuts the graph, in its (topological) node
-order, into segments of a few compared tensors each and runs one segment at a time, keeping only
-the tensors a later segment still reads and the compared tensors not yet taken.
+Streaming. ~150 intermediate tensors of one 512x1024 image exposed as graph outputs would make ONNX
+Runtime hold ~3 GB at once. :class:`OnnxStream` cuts the graph (in its topological node order) into
+segments of a few compared tensors and runs one at a time, keeping only what a later segment reads
+and the compared tensors not yet taken.
 """
 from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -42,9 +43,8 @@ ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sig
 BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 # ONNX ops that compute something worth a row; the others (Relu, Add, Reshape ...) are covered by
 # the rows around them.
-COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "MaxPool",
-                         "AveragePool", "GlobalAveragePool", "InstanceNormalization", "LayerNormalization",
-                         "Resize"})
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "MaxPool", "AveragePool",
+                         "GlobalAveragePool", "InstanceNormalization", "LayerNormalization", "Resize"})
 # For matching by order: ONNX op -> PyTorch module types.
 _ORDER_KINDS: dict[str, tuple[type, ...]] = {
     "Conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d), "MaxPool": (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d),
@@ -90,7 +90,6 @@ def trace_calls(model: nn.Module, input_shape: Sequence[int]) -> tuple[list[_Cal
     """Module calls of one forward pass on the meta device, in completion order, and call counts."""
     calls: list[_Call] = []
     keep: list[Any] = []  # holds every tensor so that ids stay unique during the pass
-    counts: dict[str, int] = {}
 
     def tensor_ids(obj: Any) -> tuple[int, ...]:
         items = obj if isinstance(obj, (tuple, list)) else (obj,)
@@ -100,7 +99,6 @@ def trace_calls(model: nn.Module, input_shape: Sequence[int]) -> tuple[list[_Cal
     handles = []
     for name, mod in model.named_modules():
         def hook(m: nn.Module, args: Any, out: Any, name: str = name) -> None:
-            counts[name] = counts.get(name, 0) + 1
             calls.append(_Call(name, m, tensor_ids(args), tensor_ids(out)))
         handles.append(mod.register_forward_hook(hook))
     state = {k: torch.empty_like(v, device="meta") for k, v in (*model.named_parameters(), *model.named_buffers())}
@@ -110,7 +108,7 @@ def trace_calls(model: nn.Module, input_shape: Sequence[int]) -> tuple[list[_Cal
     finally:
         for h in handles:
             h.remove()
-    return calls, counts
+    return calls, dict(Counter(c.name for c in calls))
 
 
 _CALL_SUFFIX = re.compile(r"_\d+$")
@@ -166,8 +164,7 @@ def map_layers(model: nn.Module, graph: Any, input_shape: Sequence[int]) -> Laye
         for t in c.outputs:
             out_id_to_call.setdefault(t, c)
     points: list[Point] = []
-    unmatched_torch: list[str] = []
-    folded_bns: set[str] = set()
+    unmatched_torch = _shared(calls, counts)
     for c in calls:  # completion order
         if not c.name or counts[c.name] != 1:
             continue
@@ -176,7 +173,6 @@ def map_layers(model: nn.Module, graph: Any, input_shape: Sequence[int]) -> Laye
             if isinstance(mod, BATCHNORM) and c.name not in last_in:
                 src = out_id_to_call.get(c.inputs[0]) if c.inputs else None
                 if src is not None and src.name in last_in and not isinstance(src.module, BATCHNORM):
-                    folded_bns.add(c.name)
                     node = graph.node[last_in[src.name]]
                     points.append(Point(src.name, c.name, node.output[0], node.name, node.op_type, folded=c.name))
                     continue
@@ -200,6 +196,12 @@ def map_layers(model: nn.Module, graph: Any, input_shape: Sequence[int]) -> Laye
     unmatched_onnx = [f"{n.name or n.output[0]} ({n.op_type})" for n in graph.node
                       if n.op_type in COMPUTE_OPS and n.output[0] not in seen]
     return LayerMap(points, unmatched_torch, unmatched_onnx, "scopes")
+
+
+def _shared(calls: list[_Call], counts: dict[str, int]) -> list[str]:
+    """Compute modules run more than once: which call an ONNX node belongs to is ambiguous."""
+    seen = {c.name: c.module for c in calls if c.name and counts[c.name] > 1 and _is_compute_leaf(c.module)}
+    return [f"{n} ({type(m).__name__}, run {counts[n]} times)" for n, m in seen.items()]
 
 
 def _folded_later(conv: _Call, calls: list[_Call], last_in: dict[str, int]) -> bool:
@@ -257,7 +259,7 @@ def _map_by_order(model: nn.Module, graph: Any, calls: list[_Call], counts: dict
     producer_of = {v: k for k, n in enumerate(graph.node) for v in n.output}
     root = next((c for c in calls if c.name == ""), None)
     points = _with_graph_outputs(points, graph, len(root.outputs) if root else 0, producer_of)
-    unmatched_torch = [f"{c.name} ({type(c.module).__name__})" for c in leaves[i:]]
+    unmatched_torch = _shared(calls, counts) + [f"{c.name} ({type(c.module).__name__})" for c in leaves[i:]]
     unmatched_onnx = [f"{n.name or n.output[0]} ({n.op_type})" for n in onnx_nodes[i:]]
     return LayerMap(points, unmatched_torch, unmatched_onnx, "order")
 
@@ -279,15 +281,12 @@ class OnnxStream:
         self._store: dict[str, np.ndarray] = dict(feeds)
         self._taken: set[str] = set()
         nodes = list(graph.node)
+        # nodes with subgraphs (If, Loop) read outer values implicitly: run such a graph in one piece
         subgraphs = any(a.type in (5, 10) for n in nodes for a in n.attribute)  # GRAPH, GRAPHS
         self._segments = [nodes] if subgraphs else self._cut(nodes, per_segment)
         self._check_order(graph)
-        # The last segment that reads each value, so values can be dropped when no longer needed.
-        self._last_use: dict[str, int] = {}
-        for s, seg in enumerate(self._segments):
-            for n in seg:
-                for v in n.input:
-                    self._last_use[v] = s
+        # the last segment that reads each value: after it, the value can be dropped
+        self._last_use = {v: s for s, seg in enumerate(self._segments) for n in seg for v in n.input}
         self._next = 0
         self.segments_run = 0
         self.session_seconds = 0.0  # building segment sessions, part of take()'s time
@@ -305,17 +304,16 @@ class OnnxStream:
 
     def _check_order(self, graph: Any) -> None:
         known = set(self._store) | set(self._inits) | {i.name for i in graph.input} | {""}
-        for seg in self._segments:
-            for n in seg:
-                missing = [v for v in n.input if v not in known]
-                if missing and n.op_type != "Loop":
-                    raise OnnxModelError(self._where, f"node {n.name or n.op_type!r} reads {missing[0]!r} before it is "
-                                         "computed (the graph is not topologically sorted)", "re-export the model")
-                known.update(n.output)
+        for n in (n for seg in self._segments for n in seg):
+            missing = [v for v in n.input if v not in known]
+            if missing:
+                raise OnnxModelError(self._where, f"node {n.name or n.op_type!r} reads {missing[0]!r} before it is "
+                                     "computed (the graph is not topologically sorted)", "re-export the model")
+            known.update(n.output)
 
     @property
     def held(self) -> list[str]:
-        """Tensors held right now: inputs of later segments and computed values not yet taken."""
+        """Tensors held now: inputs of later segments, compared tensors not yet taken."""
         return list(self._store)
 
     def take(self, value: str) -> np.ndarray:
@@ -325,8 +323,7 @@ class OnnxStream:
             self._run(self._next)
             self._next += 1
         self._taken.add(value)
-        out = self._store[value] if self._last_use.get(value, -1) >= self._next else self._store.pop(value)
-        return out
+        return self._store[value] if self._last_use.get(value, -1) >= self._next else self._store.pop(value)
 
     def _run(self, s: int) -> None:
         import onnx
@@ -334,15 +331,14 @@ class OnnxStream:
 
         seg = self._segments[s]
         produced = {v for n in seg for v in n.output}
-        later = {v for k in range(s + 1, len(self._segments)) for n in self._segments[k] for v in n.input}
-        needed = [v for n in seg for v in n.input if v and v not in produced and v not in self._inits]
-        inputs = list(dict.fromkeys(needed))
-        outputs = [v for n in seg for v in n.output if v and (v in later or (v in self._wanted and v not in self._taken))]
-        init_names = list(dict.fromkeys(v for n in seg for v in n.input if v in self._inits))
+        inputs = list(dict.fromkeys(v for n in seg for v in n.input if v and v not in produced and v not in self._inits))
+        # what a later segment reads, and the compared tensors (none of them can be taken yet)
+        outputs = [v for n in seg for v in n.output if v and (self._last_use.get(v, -1) > s or v in self._wanted)]
+        weights = [self._inits[v] for v in dict.fromkeys(v for n in seg for v in n.input if v in self._inits)]
         value_infos = [onnx.helper.make_tensor_value_info(
             v, onnx.helper.np_dtype_to_tensor_dtype(self._store[v].dtype), list(self._store[v].shape)) for v in inputs]
         g = onnx.helper.make_graph(seg, f"segment{s}", value_infos, [onnx.ValueInfoProto(name=v) for v in outputs],
-                                   initializer=[self._inits[v] for v in init_names])
+                                   initializer=weights)
         m = onnx.helper.make_model(g, opset_imports=self._model.opset_import, ir_version=self._model.ir_version)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self._threads
@@ -363,7 +359,7 @@ class OnnxStream:
                                  "check the file with `intrada inspect` or re-export it") from None
         del session
         self.segments_run += 1
-        for v in inputs:  # no later segment reads it and nobody asked for it
-            if self._last_use.get(v, -1) <= s and not (v in self._wanted and v not in self._taken):
+        for v in inputs:  # drop what no later segment reads, unless it is a compared tensor not yet taken
+            if self._last_use.get(v, -1) <= s and (v not in self._wanted or v in self._taken):
                 self._store.pop(v, None)
         self._store.update(zip(outputs, results))
