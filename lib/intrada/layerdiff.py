@@ -122,16 +122,16 @@ class LayerDiff:
     def markdown(self) -> str:
         first = self.first
         title = "no layer diverges" if first is None else f"first diverging layer: **{first.layer}**"
-        lines = [f"### Layer diff: {title}", "",
-                 f"{self.candidate} vs {self.reference}, {self.image}; per-layer limit max|d|/scale <= "
-                 f"{self.limits.max_abs_over_scale:g}{' (' + self.limit_source + ')' if self.limit_source else ''}", "",
-                 "| # | layer | ONNX node | shape | max abs | scale | max/scale | mean abs | p99 abs | cosine | verdict |",
-                 "|---|---|---|---|---|---|---|---|---|---|---|"]
+        limit = self.limit_source or f"max|d|/scale limit {self.limits.max_abs_over_scale:.3g}"
+        lines = [f"### Layer diff: {title}", "", f"{self.candidate} vs {self.reference}, {self.image}; per layer: {limit}",
+                 "", "| # | layer | ONNX node | shape | max abs | scale | max/scale | mean abs | p99 abs | cosine | argmax "
+                 "| verdict |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
-            verdict = "; ".join(r.failures) if r.failures else "ok"
+            verdict = "; ".join(r.failures).replace("|", "\\|") if r.failures else "ok"
+            argmax = "" if r.argmax_agreement is None else f"{r.argmax_agreement:.4%}"
             lines.append(f"| {r.index + 1} | {r.layer} | `{r.onnx_node}` | {'x'.join(map(str, r.shape))} | "
                          f"{r.max_abs:.3g} | {r.reference_absmax:.3g} | {r.max_abs_over_scale:.3g} | {r.mean_abs:.3g} | "
-                         f"{r.p99_abs:.3g} | {r.cosine:.7f} | {verdict} |")
+                         f"{r.p99_abs:.3g} | {r.cosine:.7f} | {argmax} | {verdict} |")
         for label, items in (("PyTorch modules without an ONNX counterpart", self.unmatched_torch),
                              ("ONNX nodes without a PyTorch counterpart", self.unmatched_onnx)):
             lines += ["", f"{label} ({len(items)}): " + (", ".join(f"`{i}`" for i in items) if items else "none")]
