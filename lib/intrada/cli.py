@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     sp.add_argument("--markdown", metavar="FILE", help="also write the table as markdown")
     sp.add_argument("--thresholds", metavar="FILE", default=None,
-                    help="[parity] limits and noise factor. Default: acceptance/thresholds.toml")
+                    help="[parity] limits and noise factor. Default: lib/intrada/data/thresholds.toml")
     sp.add_argument("--floor-crop", type=_crop, default=(128, 256), metavar="HxW",
                     help="measure the float64 noise floor on the centre HxW of the image, or 'full'. Default: 128x256 "
                          "(a float64 forward of the full image costs 2-8 float32 ones)")

@@ -16,7 +16,7 @@ ulp relative (2^-23), so a machine whose float64 and float32 outputs happened to
 does not produce a zero limit.
 
 Measured with the demo checkpoint (torch 2.13, onnxruntime 1.32, OpenVINO 2026.4, 2-core Xeon):
-see acceptance/thresholds.toml ([parity] noise_factor) and docs/diagnosis.md.
+see lib/intrada/data/thresholds.toml ([parity] noise_factor) and docs/diagnosis.md.
 """
 from __future__ import annotations
 
