@@ -5,6 +5,8 @@ import pytest
 
 from intrada.classdiff import disagreement_over
 from intrada.compare import compare_stored
+from intrada.layerdiff import first_diverging_layer
+from intrada.noise import parity_limits as derived_limits
 from intrada.upstream import compare_with_upstream, find_upstream
 from intrada.verdict import State, Verdict, judge_onnx_interface, judge_parity, not_judged
 
@@ -17,20 +19,36 @@ def test_onnx_well_formed(onnx_checked, gate_config, gate_report) -> None:
     gate_report.judge(judge_onnx_interface(onnx_checked, dynamic_batch_required=max(gate_config.batch_sizes) > 1))
 
 
-def test_onnxruntime_matches_pytorch(torch_outputs, onnx_outputs, parity_samples, thresholds, gate_report) -> None:
-    """Both heads, on real preprocessed images of the split, within [parity] limits."""
+def test_onnxruntime_matches_pytorch(torch_outputs, onnx_outputs, parity_samples, parity_limits, submission,
+                                     onnx_file, bins, gate_report) -> None:
+    """Both heads, on real preprocessed images of the split, within [parity] limits derived from the
+    float32 noise measured on this machine (noise_factor x floor, the fixed limits as outer bound).
+    When they differ, the first diverging layer is found and named."""
     result = compare_stored("pytorch", "onnxruntime", torch_outputs, onnx_outputs, [s.name for s in parity_samples],
-                            thresholds.parity_limits())
-    gate_report.judge(judge_parity(result, gate="parity", subject="onnx"))
+                            parity_limits.limits)
+    where, layers = None, None
+    if not result:
+        layers = first_diverging_layer(submission.weights, onnx_file, bins.path(parity_samples[0].name),
+                                       parity_limits.limits, limit_source=parity_limits.report())
+        where = layers.report()
+    gate_report.judge(judge_parity(result, gate="parity", subject="onnx", where=where,
+                                   limits=parity_limits.as_dict(), limit_source=parity_limits.report(),
+                                   layer_diff=None if layers is None else {**layers.as_dict(),
+                                                                           "markdown": layers.markdown()}))
 
 
-def test_openvino_matches_onnxruntime(openvino_outputs, onnx_outputs, parity_samples, thresholds, gate_report) -> None:
-    """Optional OpenVINO runner: fp32 within the fp32 limits; bf16 judged on the main-head argmax only
-    (8 mantissa bits move logits by ~1e-2, the class map is what matters)."""
+def test_openvino_matches_onnxruntime(openvino_outputs, onnx_outputs, parity_samples, noise_floor, thresholds,
+                                      gate_report) -> None:
+    """Optional OpenVINO runner: fp32 within limits derived from the measured noise floor (the
+    [openvino] ones as outer bound); bf16 judged on the main-head argmax only (8 mantissa bits move
+    logits by ~1e-2, the class map is what matters)."""
     precision, outputs = openvino_outputs
     images = [s.name for s in parity_samples]
-    result = compare_stored("onnxruntime", f"openvino-{precision}", onnx_outputs, outputs, images,
-                            thresholds.openvino_limits(precision))
+    limits = thresholds.openvino_limits(precision)
+    if precision == "f32":
+        limits = derived_limits(noise_floor["max_abs_over_scale"], factor=thresholds.get("parity", "noise_factor"),
+                                outer=limits, minimum=thresholds.get("parity", "noise_min_floor")).limits
+    result = compare_stored("onnxruntime", f"openvino-{precision}", onnx_outputs, outputs, images, limits)
     where = disagreement_over(onnx_outputs, outputs, images)
     gate_report.set_context(f"disagreements.openvino-{precision}", [
         {"name": s.name, "image": str(s.image), "label": str(s.label), "reference_label": "onnxruntime",

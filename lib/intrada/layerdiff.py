@@ -355,3 +355,15 @@ def write_report(result: LayerDiff, json_path: str | os.PathLike[str] | None = N
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             write_text(path, text())
+
+
+def first_diverging_layer(weights: str | os.PathLike[str], onnx_path: str | os.PathLike[str],
+                          bin_path: str | os.PathLike[str], limits: Limits, *, limit_source: str = "") -> LayerDiff:
+    """:func:`diff_layers` of a checkpoint and an ONNX on one preprocessed .bin (the gate's call when
+    its parity test fails)."""
+    from .checkpoint import load_model
+    from .preprocess import read_bin
+
+    model, _ = load_model(weights)
+    return diff_layers(model, onnx_path, read_bin(bin_path), limits, image_name=Path(bin_path).stem,
+                       candidate=str(onnx_path), limit_source=limit_source)

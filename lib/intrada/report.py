@@ -70,6 +70,10 @@ def _md_parity(r: dict[str, Any]) -> list[str]:
         out += [f"- {f}" for f in r["failures"]] + [""]
     if r.get("where"):
         out += [f"Where: {r['where']}", ""]
+    if d.get("limit_source"):
+        out += [f"Limits: {d['limit_source']}", ""]
+    if d.get("layer_diff"):
+        out += [d["layer_diff"]["markdown"], ""]
     out += ["| output | max abs | mean abs | p99 abs | logit scale | cosine | rel. euclidean | KL | argmax agreement |",
             "|---|---|---|---|---|---|---|---|---|"]
     for o in d["outputs"]:
@@ -144,6 +148,8 @@ def render_markdown(data: dict[str, Any], figures: list[str]) -> str:
         out.append(f"- {outcome} ({len(tests)}): {names}: {message}")
     if "plan" in s:
         out += ["", "## Run plan", ""] + [f"- {line}" for line in s["plan"]["lines"]]
+    if "noise_floor" in s:
+        out += ["", "## Noise floor", "", s["noise_floor"].get("report", "")]
     out += ["", "## Model and artifacts", ""]
     for key, label in (("artifacts.checkpoint", "checkpoint"), ("artifacts.onnx", "ONNX"),
                        ("artifacts.bins", "preprocessed bins"), ("om.setup", "Ascend setup")):
