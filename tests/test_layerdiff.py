@@ -354,6 +354,7 @@ def cli_inputs(demo_model, demo_image, tmp_path_factory: pytest.TempPathFactory)
     (d / "checkpoint.pth").unlink(missing_ok=True)
 
 
+@pytest.mark.slow  # the one full 512x1024 diff: 31-79 s measured on the shared 2-core machine (load 3.5-8)
 def test_cli_faithful_full_image(cli, cli_inputs, demo_export) -> None:
     out = cli_inputs["dir"] / "faithful.json"
     run = cli(["diff-layers", str(cli_inputs["checkpoint"]), str(demo_export), "--bins", str(cli_inputs["bins"]),
@@ -362,7 +363,7 @@ def test_cli_faithful_full_image(cli, cli_inputs, demo_export) -> None:
     assert "no layer diverges (148 layers compared" in run.stdout and "float32 noise floor" in run.stdout
     report = json.loads(out.read_text())
     assert report["passed"] and report["image"] == "demo_000000" and len(report["rows"]) == 148
-    assert 0 < report["noise_floor"]["max_abs_over_scale"] < 1e-5 and report["limits"]["factor"] == 10
+    assert 0 < report["noise_floor"]["max_abs_over_scale"] < 1e-5 and report["derived_limits"]["factor"] == 10
 
 
 def test_cli_mutant_exits_1_naming_the_layer(cli, cli_inputs, relaxed) -> None:
@@ -389,3 +390,14 @@ def test_cli_user_errors_are_one_line(cli, cli_inputs, tmp_path: Path) -> None:
                "--image", "nope"])
     assert "nope.bin: no such bin" in run.stderr
     assert run.rc == 2 and run.stderr.count("\n") == 1
+
+
+def test_cli_image_defaults_to_the_demo_image(cli_inputs, demo_image) -> None:
+    from argparse import Namespace
+
+    from intrada.cli import _diff_image
+
+    image, name = _diff_image(Namespace(bins=None, image=None))
+    assert name.startswith("demo image ") and np.array_equal(image, demo_image)
+    image, name = _diff_image(Namespace(bins=str(cli_inputs["bins"]), image="demo_000000.bin"))
+    assert name == "demo_000000" and np.array_equal(image, demo_image)

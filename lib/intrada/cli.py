@@ -220,7 +220,7 @@ def cmd_diff_layers(args: argparse.Namespace) -> int:
     derived = limits_from_thresholds(thresholds, floor)
     result = diff_layers(model, onnx_model, image, derived.limits, image_name=name, candidate=str(args.onnx),
                          limit_source=derived.report(), details={"noise_floor": floor.as_dict(),
-                                                                 "limits": derived.as_dict()})
+                                                                 "derived_limits": derived.as_dict()})
     print(result.markdown())
     print(floor.report())
     print(result.report())

@@ -110,14 +110,14 @@ class LayerDiff:
 
     def as_dict(self) -> dict[str, Any]:
         first = self.first
-        return {"reference": self.reference, "candidate": self.candidate, "image": self.image,
+        return {**self.details, "reference": self.reference, "candidate": self.candidate, "image": self.image,
                 "passed": self.passed, "first": None if first is None else first.layer,
                 "first_onnx_node": None if first is None else first.onnx_node,
                 "layers_compared": len(self.all_rows), "layers_matched": self.matched, "method": self.method,
                 "limits": {k: v for k, v in self.limits.__dict__.items() if v is not None},
                 "limit_source": self.limit_source, "rows": [r.as_dict() for r in self.rows],
                 "unmatched_torch": self.unmatched_torch, "unmatched_onnx": self.unmatched_onnx,
-                "seconds": self.seconds, **self.details}
+                "seconds": self.seconds}
 
     def markdown(self) -> str:
         first = self.first
