@@ -24,7 +24,7 @@ import pytest
 
 from _report import results
 from intrada import protocol
-from intrada.ascend import atc, provenance, runners, tools
+from intrada.ascend import atc, parsers, provenance, runners, tools
 from intrada.errors import ToolError
 from intrada.runners.base import RunnerError
 
@@ -171,16 +171,16 @@ NPU_SMI_310_FOUR_CHIPS = """\
 
 
 def test_npu_smi_table_gives_the_chip_of_each_device() -> None:
-    info = tools.parse_npu_smi_info(NPU_SMI_310P3)
+    info = parsers.parse_npu_smi_info(NPU_SMI_310P3)
     assert info.version == "23.0.rc2"
     assert info.chip_name(0) == "310P3" and info.chip_name(1) == "310P1"
     with pytest.raises(ToolError, match=r"no device 7 \(devices: 0, 1\)"):
         info.chip_name(7)
-    four = tools.parse_npu_smi_info(NPU_SMI_310_FOUR_CHIPS)
+    four = parsers.parse_npu_smi_info(NPU_SMI_310_FOUR_CHIPS)
     assert [(c.npu_id, c.name, c.chip_id, c.device_id) for c in four.chips] == [
         (1, "310", 0, 0), (1, "310", 1, 1), (1, "310", 2, 2), (1, "310", 3, 3)]
     assert four.chip_name(3) == "310"
-    assert tools.parse_npu_smi_info("command not found").chips == ()
+    assert parsers.parse_npu_smi_info("command not found").chips == ()
 
 
 def test_soc_version_always_carries_the_ascend_prefix() -> None:
@@ -423,13 +423,13 @@ def test_benchmark_runs_record_that_the_batch_was_not_read_from_the_om(fakes, to
 def test_ais_bench_batch_comes_from_its_log_and_agrees_with_its_summary(tmp_path: Path) -> None:
     summary = {"throughput": 50.0, "NPU_compute_time": {"mean": 20.0}}  # 1000 * 1 / 20
     where = tmp_path / "bs1_summary.json"
-    assert runners.ais_bench_model_batch("[INFO] try get model batchsize:1\n", summary, where)[0] == 1
-    assert runners.ais_bench_model_batch("no such line", summary, where) == (
+    assert parsers.ais_bench_model_batch("[INFO] try get model batchsize:1\n", summary, where)[0] == 1
+    assert parsers.ais_bench_model_batch("no such line", summary, where) == (
         1, "ais_bench summary: throughput x NPU_compute_time.mean / 1000")
     with pytest.raises(ToolError, match=r"implies batch size 1.00, but ais_bench read 4 from the om"):
-        runners.ais_bench_model_batch("try get model batchsize:4", summary, where)
+        parsers.ais_bench_model_batch("try get model batchsize:4", summary, where)
     with pytest.raises(ToolError, match="cannot tell the batch size"):
-        runners.ais_bench_model_batch("", {"throughput": 37.0, "NPU_compute_time": {"mean": 20.0}}, where)
+        parsers.ais_bench_model_batch("", {"throughput": 37.0, "NPU_compute_time": {"mean": 20.0}}, where)
 
 
 def test_an_om_for_another_chip_does_not_load(fakes, toy: dict, tmp_path: Path) -> None:
@@ -444,20 +444,20 @@ def test_benchmark_perf_file_is_parsed_like_the_seeds_parse_py(tmp_path: Path) -
                   "[preprocess] throughputRate: 5.52475, moduleLatency: 181.004\n"
                   "[infer] throughputRate: 5.43899, Interface throughputRate: 7.67659, moduleLatency: 181.881\n"
                   "[post] throughputRate: 5.43898, moduleLatency: 183.858\n")
-    assert runners.parse_benchmark_perf(seed_style) == {"interface_throughput": 7.67659, "e2e_throughput": 5.43018}
+    assert parsers.parse_benchmark_perf(seed_style) == {"interface_throughput": 7.67659, "e2e_throughput": 5.43018}
     older = seed_style.replace("[infer]", "[inference]").replace("7.67659", "7.67659samples/s")
-    assert runners.parse_benchmark_perf(older)["interface_throughput"] == 7.67659
+    assert parsers.parse_benchmark_perf(older)["interface_throughput"] == 7.67659
     with pytest.raises(ToolError, match="no positive 'Interface throughputRate'"):
-        runners.parse_benchmark_perf(seed_style.replace("Interface ", ""), tmp_path / "perf.txt")
+        parsers.parse_benchmark_perf(seed_style.replace("Interface ", ""), tmp_path / "perf.txt")
 
 
 def test_ais_bench_summary_without_timing_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "bs1_summary.json"
     path.write_text(json.dumps({"throughput": 0, "NPU_compute_time": {"mean": 0}}))
     with pytest.raises(ToolError, match=r"'throughput' is 0, expected a positive number"):
-        runners.read_ais_bench_summary(path)
+        parsers.read_ais_bench_summary(path)
     with pytest.raises(ToolError, match="wrote no summary file"):
-        runners.read_ais_bench_summary(tmp_path / "missing_summary.json")
+        parsers.read_ais_bench_summary(tmp_path / "missing_summary.json")
 
 
 def test_importing_the_ascend_package_needs_no_ascend_software(no_ascend) -> None:

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from intrada.ascend.setup import resolve_setup
-from intrada.ascend.tools import AscendTools, AtcTool, NpuChip, NpuSmiInfo
+from intrada.ascend.parsers import NpuChip, NpuSmiInfo
+from intrada.ascend.tools import AscendTools, AtcTool
 from intrada.errors import ToolError
 
 ATC = AtcTool(Path("/usr/local/Ascend/bin/atc"), "7.0.0", "install.info", "0" * 64)
