@@ -1,0 +1,270 @@
+"""Running the gate (`pytest acceptance ...`) from the suite's own tests.
+
+The pyramid: most gate tests run the gate *in this process* (``pytester.runpytest_inprocess``):
+torch, onnxruntime and OpenVINO are imported once, and the 180 MB checkpoint and ONNX are hashed
+once (``intrada.hashing`` memoises by path, size, mtime and inode). A real ``pytest acceptance``
+subprocess is kept where the process is the point: exit codes as a shell sees them, kill -9,
+pytest-xdist, the warm re-run measured as a new process. Every run is a :class:`GateRun`: exit
+code, terminal output and the report.json it wrote.
+
+Caches. The session cache is the one the README's ``pytest`` gives acceptance/ (``INTRADA_CACHE_DIR``
+or ``<repo>/.cache/intrada``): :func:`build_session_seed` builds the embedded demo's artifacts in it
+once per session by running the gate itself, so acceptance/ later hits them too. A gate test that
+builds or breaks artifacts gets its own cache, :func:`seed_cache`: hard links of the session cache's
+complete entries (one link per file; a copy across filesystems), no events, no locks, no temp dirs.
+Links are safe because entries are immutable (built in a temp dir, renamed into place; the label
+cache is written by rename too); a test that must change a seeded file replaces it (unlink, write).
+
+Why the demo's *default mode* (no --weights/--cityscapes) runs on the session cache itself: the
+demo lives inside the cache, and dataset artifacts are keyed by the images' paths
+(``pipeline.stat_fingerprint``), so a default-mode run in any other cache would rebuild the bins and
+every output. Those runs only read what the seed built (they add at most an eval of their own
+--dumps). Runs that need the demo as a *submission* pass the session cache's demo files
+(``--weights/--cityscapes/--thresholds``, see :attr:`GateSeed.real_args`): same paths, so they hit
+the seeded bins and outputs from their own cache.
+
+In-process caveats (handled here or by the callers): pytester restores ``sys.modules`` after an
+in-process run, and torch's ONNX exporter cannot be imported twice in one process, so
+:func:`build_session_seed` imports everything the gate uses (a toy export included) before the
+first pytester run; ``--basetemp`` is always given, so an inner run never prunes the outer
+session's temp dirs; environment fakes (PATH, PYTHONPATH, INTRADA_FAKE_*) go through monkeypatch,
+and a package put on ``sys.path`` for this process must be taken off it again by the test.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SESSION_CACHE = Path(os.environ.get("INTRADA_CACHE_DIR") or REPO / ".cache" / "intrada").absolute()
+GATE_ARGS = (str(REPO / "acceptance"), "-c", str(REPO / "pytest.ini"), "--rootdir", str(REPO), "-p", "no:cacheprovider")
+# Run id variable read by fixtures/artifacts.py (pytest-xdist's name: all workers of a run share it).
+RUN_ID_ENV = "PYTEST_XDIST_TESTRUNUID"
+_KEY_RE = re.compile(r"^[0-9a-f]{20}$")  # intrada.cache_manifest.KEY_HEX_CHARS, checked in seed_cache
+
+
+# -- caches ---------------------------------------------------------------------------------------
+def _link(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem (EXDEV), or links not allowed: copy
+        shutil.copy2(src, dst)
+    return dst
+
+
+def link_tree(src: Path, dst: Path) -> Path:
+    """`cp -al`: hard links where the filesystems allow it, else copies."""
+    shutil.copytree(src, dst, copy_function=_link)
+    return dst
+
+
+def seed_cache(dst: Path, src: Path = SESSION_CACHE, kinds: tuple[str, ...] | None = None) -> Path:
+    """A fresh cache at ``dst`` holding hard links of ``src``'s complete entries (of ``kinds``; all
+    kinds and the label cache by default), without events, locks or temp dirs."""
+    from intrada.cache_manifest import KEY_HEX_CHARS, MANIFEST
+
+    assert _KEY_RE.pattern == rf"^[0-9a-f]{{{KEY_HEX_CHARS}}}$"
+    dst.mkdir(parents=True)
+    for kind_dir in sorted(p for p in src.iterdir() if p.is_dir()):
+        if kinds is not None and kind_dir.name not in kinds:
+            continue
+        if kind_dir.name == "labels":  # the label cache: plain files written by rename
+            link_tree(kind_dir, dst / "labels")
+            continue
+        for entry in sorted(kind_dir.iterdir()):
+            if _KEY_RE.match(entry.name) and (entry / MANIFEST).is_file():
+                link_tree(entry, dst / kind_dir.name / entry.name)
+    return dst
+
+
+# -- one gate run -----------------------------------------------------------------------------------
+@dataclass
+class GateRun:
+    """A finished `pytest acceptance ...`: exit code, output, and its report.json ({} when none)."""
+
+    ret: int
+    stdout: str
+    stderr: str
+    outlines: list[str]
+    report: dict[str, Any]
+    result: pytest.RunResult | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, result: pytest.RunResult, report_dir: Path | None) -> GateRun:
+        path = report_dir / "report.json" if report_dir is not None else None
+        data = json.loads(path.read_text()) if path is not None and path.exists() else {}
+        return cls(int(result.ret), result.stdout.str(), result.stderr.str(), list(result.outlines), data, result)
+
+    @property
+    def tests(self) -> dict[str, dict[str, str]]:
+        """test name (with params) -> {test, outcome, message}, over all gates."""
+        return {t["test"].split("::", 1)[1]: t for v in self.report.get("verdicts", {}).values() for t in v["tests"]}
+
+    def outcomes(self) -> dict[str, str]:
+        return {name: t["outcome"] for name, t in self.tests.items()}
+
+    def messages(self) -> dict[str, str]:
+        return {name: t["message"] for name, t in self.tests.items()}
+
+    def outcome(self, name: str) -> str:
+        return self.tests[name]["outcome"]
+
+    def message(self, name: str) -> str:
+        return self.tests[name]["message"]
+
+    def parseoutcomes(self) -> dict[str, int]:
+        assert self.result is not None
+        return self.result.parseoutcomes()
+
+    def skip_reasons(self) -> set[str]:
+        """Reasons of the -ra summary lines ``SKIPPED [n] path:line: reason``."""
+        return {re.sub(r"^SKIPPED \[\d+\] [^:]+:\d+: ", "", line) for line in self.outlines
+                if line.startswith("SKIPPED [")}
+
+    def tail(self) -> str:
+        return (self.stdout + self.stderr)[-4000:]
+
+
+def run_gate(pytester: pytest.Pytester, *args: str, cache: Path, report: Path | None = None,
+             subprocess: bool = False, timeout: float = 900) -> GateRun:
+    """`pytest acceptance --cache-dir CACHE --report DIR ARGS...` in this process (default) or in a
+    subprocess. ``report`` defaults to a fresh directory under ``pytester.path``."""
+    report = report or pytester.path / f"report-{time.monotonic_ns()}"
+    argv = [*GATE_ARGS, "--cache-dir", str(cache), "--report", str(report), *args]
+    if subprocess:
+        result = pytester.runpytest_subprocess(*argv, timeout=timeout)
+    else:
+        basetemp = pytester.path / f"basetemp-{time.monotonic_ns()}"
+        result = pytester.runpytest_inprocess(f"--basetemp={basetemp}", *argv)
+    return GateRun.of(result, report)
+
+
+# -- the session seed -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GateSeed:
+    """The session cache after the seed runs, and what they reported."""
+
+    cache: Path
+    demo: Path  # the demo entry: checkpoint.pth, cityscapes/, thresholds.toml
+    onnx: Path  # the demo checkpoint's ONNX export (cache entry)
+    default: GateRun  # `pytest acceptance --benchmark-disable`, the embedded submission
+    default_run_id: str  # its run id in the cache's events.jsonl
+    seconds: float
+
+    @property
+    def weights(self) -> Path:
+        return self.demo / "checkpoint.pth"
+
+    @property
+    def cityscapes(self) -> Path:
+        return self.demo / "cityscapes"
+
+    @property
+    def thresholds(self) -> Path:
+        return self.demo / "thresholds.toml"
+
+    def real_args(self) -> list[str]:
+        """The demo as a submission: same image paths as the default mode, so its seeded bins hit."""
+        return ["--weights", str(self.weights), "--cityscapes", str(self.cityscapes), "--thresholds",
+                str(self.thresholds)]
+
+
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_gate_here(workdir: Path, *args: str, cache: Path, run_id: str | None = None) -> GateRun:
+    """The gate through ``pytest.main`` in this process, without pytester's ``sys.modules`` restore:
+    what it imports stays imported (see the module docstring). For session fixtures."""
+    report = workdir / f"report-{time.monotonic_ns()}"
+    argv = [f"--basetemp={workdir / f'basetemp-{time.monotonic_ns()}'}", *GATE_ARGS, "--cache-dir", str(cache),
+            "--report", str(report), *args]
+    out, err = io.StringIO(), io.StringIO()
+    saved_path = list(sys.path)
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if run_id is not None:
+            stack.enter_context(_env(**{RUN_ID_ENV: run_id}))
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
+        ret = pytest.main(argv)
+    sys.path[:] = saved_path
+    lines = out.getvalue().splitlines()
+    result = pytest.RunResult(int(ret), lines, err.getvalue().splitlines(), time.perf_counter() - t0)
+    return GateRun.of(result, report)
+
+
+def _import_what_the_gate_imports(workdir: Path) -> None:
+    """Before any pytester in-process run (which drops modules it saw imported): the exporter
+    (a toy export), the runtimes, Pillow's PNG plugin, the gate's plugins and tests, the Ascend code."""
+    import onnxruntime  # noqa: F401
+    import PIL.PngImagePlugin  # noqa: F401
+    import torch
+
+    import fixtures.artifacts  # noqa: F401
+    import fixtures.ascend  # noqa: F401
+    import fixtures.perf  # noqa: F401
+    import fixtures.report  # noqa: F401
+    import intrada.ascend.atc  # noqa: F401
+    import intrada.ascend.perf  # noqa: F401
+    import intrada.ascend.runners  # noqa: F401
+    import intrada.ascend.setup  # noqa: F401
+    import intrada.cli  # noqa: F401
+    import intrada.report_figures  # noqa: F401
+    from intrada.runners.openvino import openvino_available
+
+    if openvino_available():
+        import openvino  # noqa: F401
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch.nn.Conv2d(3, 2, 1), (torch.zeros(1, 3, 4, 4),), str(workdir / "warm.onnx"),
+                          input_names=["image"], output_names=["out"], dynamic_axes={"image": {0: "batch"}},
+                          dynamo=False)
+
+
+def build_session_seed(workdir: Path) -> GateSeed:
+    """Build the embedded demo's artifacts in the session cache by running the gate, in this process:
+
+    * ``pytest acceptance --benchmark-disable`` (every gate; the default mode): the demo, its ONNX
+      export, the 8-image bins, ONNX Runtime / PyTorch / OpenVINO outputs and the mIoU. The run is
+      tagged with a run id, so tests can read its cache events (the warm re-run compares with it).
+    * ``-m "parity or accuracy" -k "not openvino" --max-images 2``: the 2-image bins, ONNX Runtime and
+      PyTorch outputs that the 2-image gate runs of the suite read.
+    """
+    t0 = time.perf_counter()
+    _import_what_the_gate_imports(workdir)
+    run_id = f"seed-{uuid.uuid4().hex[:12]}"
+    default = run_gate_here(workdir, "--benchmark-disable", cache=SESSION_CACHE, run_id=run_id)
+    if default.ret != 0:
+        pytest.fail(f"the session seed run (`pytest acceptance` on the demo) failed:\n{default.tail()}", pytrace=False)
+    small = run_gate_here(workdir, "-m", "parity or accuracy", "-k", "not openvino", "--max-images", "2",
+                          cache=SESSION_CACHE)
+    if small.ret != 0:
+        pytest.fail(f"the 2-image session seed run failed:\n{small.tail()}", pytrace=False)
+    demo = Path(default.report["sections"]["artifacts.checkpoint"]["path"]).parent
+    onnx = Path(default.report["sections"]["artifacts.onnx"]["path"])
+    return GateSeed(SESSION_CACHE, demo, onnx, default, run_id, time.perf_counter() - t0)
