@@ -139,18 +139,31 @@ class GateRun:
         return (self.stdout + self.stderr)[-4000:]
 
 
-def run_gate(pytester: pytest.Pytester, *args: str, cache: Path, report: Path | None = None,
+def run_gate(pytester: pytest.Pytester, *args: str, cache: Path | None, report: Path | None = None,
              subprocess: bool = False, timeout: float = 900) -> GateRun:
     """`pytest acceptance --cache-dir CACHE --report DIR ARGS...` in this process (default) or in a
-    subprocess. ``report`` defaults to a fresh directory under ``pytester.path``."""
+    subprocess. ``report`` defaults to a fresh directory under ``pytester.path``; ``cache=None``
+    passes no --cache-dir (the test's own --cache-dir or $INTRADA_CACHE_DIR decides)."""
     report = report or pytester.path / f"report-{time.monotonic_ns()}"
-    argv = [*GATE_ARGS, "--cache-dir", str(cache), "--report", str(report), *args]
+    argv = [*GATE_ARGS, *(["--cache-dir", str(cache)] if cache is not None else []), "--report", str(report), *args]
     if subprocess:
-        result = pytester.runpytest_subprocess(*argv, timeout=timeout)
+        # the gate of this checkout, whatever PYTHONPATH the test set (the Ascend fakes replace it)
+        with _env(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "lib"), os.environ.get("PYTHONPATH")]))):
+            result = pytester.runpytest_subprocess(*argv, timeout=timeout)
     else:
+        import_what_the_gate_imports()
         basetemp = pytester.path / f"basetemp-{time.monotonic_ns()}"
         result = pytester.runpytest_inprocess(f"--basetemp={basetemp}", *argv)
     return GateRun.of(result, report)
+
+
+def demo_entry() -> Path:
+    """The embedded demo submission in the session cache (built on first use): checkpoint.pth,
+    cityscapes/, thresholds.toml. Cheaper than the seed: no artifact but the demo itself."""
+    from fixtures.artifacts import demo_entry as entry
+    from intrada.cache import ArtifactCache
+
+    return entry(ArtifactCache(SESSION_CACHE))
 
 
 # -- the session seed -----------------------------------------------------------------------------------
@@ -218,9 +231,15 @@ def run_gate_here(workdir: Path, *args: str, cache: Path, run_id: str | None = N
     return GateRun.of(result, report)
 
 
-def _import_what_the_gate_imports(workdir: Path) -> None:
-    """Before any pytester in-process run (which drops modules it saw imported): the exporter
-    (a toy export), the runtimes, Pillow's PNG plugin, the gate's plugins and tests, the Ascend code."""
+_imported = False
+
+
+def import_what_the_gate_imports() -> None:
+    """Before any pytester in-process run (which drops the modules it saw imported): the exporter
+    (a toy export), the runtimes, Pillow's PNG plugin, the gate's plugins, the Ascend code. Once."""
+    global _imported
+    if _imported:
+        return
     import onnxruntime  # noqa: F401
     import PIL.PngImagePlugin  # noqa: F401
     import torch
@@ -241,9 +260,10 @@ def _import_what_the_gate_imports(workdir: Path) -> None:
         import openvino  # noqa: F401
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(torch.nn.Conv2d(3, 2, 1), (torch.zeros(1, 3, 4, 4),), str(workdir / "warm.onnx"),
+        torch.onnx.export(torch.nn.Conv2d(3, 2, 1), (torch.zeros(1, 3, 4, 4),), io.BytesIO(),
                           input_names=["image"], output_names=["out"], dynamic_axes={"image": {0: "batch"}},
                           dynamo=False)
+    _imported = True
 
 
 def build_session_seed(workdir: Path) -> GateSeed:
@@ -256,7 +276,7 @@ def build_session_seed(workdir: Path) -> GateSeed:
       PyTorch outputs that the 2-image gate runs of the suite read.
     """
     t0 = time.perf_counter()
-    _import_what_the_gate_imports(workdir)
+    import_what_the_gate_imports()
     run_id = f"seed-{uuid.uuid4().hex[:12]}"
     default = run_gate_here(workdir, "--benchmark-disable", cache=SESSION_CACHE, run_id=run_id)
     if default.ret != 0:
