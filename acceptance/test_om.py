@@ -60,12 +60,12 @@ def test_om_miou(meaningful_accuracy, om_live, om_score, submission, thresholds,
 
 
 @pytest.mark.perf
-def test_om_throughput(om_gate, batch_size, om_runs, onnx_outputs, onnx_samples, thresholds, gate_report) -> None:
+def test_om_throughput(om_gate, om_session, om_run, onnx_outputs, onnx_samples, thresholds, gate_report) -> None:
     """The device tool's own throughput on the split at this batch size against the seed's numbers
     ([[devices]]: 310P3 bs1 46.25 fps per card; 310 bs4 28.792 = per-chip Interface throughputRate x
     4 chips). The batch size is read from the om; the run's outputs must match the ONNX first."""
-    run = om_runs.run(batch_size)
-    outputs = om_runs.outputs(run, om_gate)
+    run = om_run
+    outputs = om_session.outputs(run)
     same = compare_stored("onnxruntime", f"om bs{run.batch_size} via {run.tool}", onnx_outputs, outputs.dumps,
                           names(onnx_samples), thresholds.om_limits())
     assert same, same.report()

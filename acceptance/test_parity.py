@@ -5,7 +5,8 @@ import pytest
 
 from intrada.classdiff import disagreement_over
 from intrada.compare import compare_stored
-from intrada.verdict import judge_onnx_interface, judge_parity
+from intrada.upstream import compare_with_upstream, find_upstream
+from intrada.verdict import State, Verdict, judge_onnx_interface, judge_parity, not_judged
 
 pytestmark = pytest.mark.parity
 
@@ -37,3 +38,23 @@ def test_openvino_matches_onnxruntime(openvino_outputs, onnx_outputs, parity_sam
          "candidate": str(outputs.path(s.name, "main"))} for s in parity_samples])
     gate_report.judge(judge_parity(result, gate="parity", subject=f"openvino-{precision}", where=where.report(),
                                    disagreement=where.as_dict()))
+
+
+def test_model_matches_upstream_advent(submission, weights_sha256, bins, parity_samples, thresholds,
+                                       gate_report) -> None:
+    """Our DeepLabv2 against the real upstream ADVENT code on the same weights and image, when that
+    code is importable (`advent.model.deeplabv2`, not PyPI's unrelated placeholder); otherwise one
+    line says it was not available (a non-core check: parity is judged by ONNX Runtime vs PyTorch)."""
+    status = find_upstream()
+    if not status.available:
+        gate_report.judge(not_judged("parity", "upstream", "parity", status.report()))
+    from intrada.checkpoint import read_state_dict
+    from intrada.preprocess import read_bin
+
+    check = compare_with_upstream(read_state_dict(submission.weights).state_dict,
+                                  read_bin(bins.path(parity_samples[0].name))[None], thresholds.parity_limits(),
+                                  status=status)
+    if check.parity is None:  # upstream's code could not build or load the weights
+        gate_report.judge(Verdict("parity", "upstream", "parity", State.FAILED, check.report(),
+                                  (check.error or "upstream model failed",)))
+    gate_report.judge(judge_parity(check.parity, gate="parity", subject="upstream", upstream=status.as_dict()))

@@ -113,7 +113,7 @@ def bare_infer(session: Any) -> Callable[[Batch], Outputs]:
 @pytest.fixture(scope="module")
 def demo() -> dict[str, Any]:
     """The embedded demo submission and its ONNX export, from the repository's artifact cache."""
-    from fixtures.artifacts import demo_entry, onnx_export_entry
+    from intrada.artifacts import demo_entry, onnx_export_entry
     from intrada.cache import ArtifactCache
     from intrada.cityscapes import list_samples
     from intrada.preprocess import preprocess_image

@@ -23,12 +23,15 @@ every output. Those runs only read what the seed built (they add at most an eval
 (``--weights/--cityscapes/--thresholds``, see :attr:`GateSeed.real_args`): same paths, so they hit
 the seeded bins and outputs from their own cache.
 
-In-process caveats (handled here or by the callers): pytester restores ``sys.modules`` after an
-in-process run, and torch's ONNX exporter cannot be imported twice in one process, so
-:func:`build_session_seed` imports everything the gate uses (a toy export included) before the
-first pytester run; ``--basetemp`` is always given, so an inner run never prunes the outer
-session's temp dirs; environment fakes (PATH, PYTHONPATH, INTRADA_FAKE_*) go through monkeypatch,
-and a package put on ``sys.path`` for this process must be taken off it again by the test.
+In-process runs go through ``pytest.main`` (:func:`run_inprocess`), not ``pytester.runpytest_inprocess``:
+pytester removes every module a run imported from ``sys.modules`` afterwards, and re-importing
+C-extension packages in one process breaks them (onnx: "module 'onnx.onnx_cpp2py_export.checker'
+has no attribute 'CheckerContext'"; torch's exporter aborts the process). Here what a run imports
+stays imported, as in the acceptance/ part of the README's run; ``sys.path`` is restored. Other
+caveats, handled here or by the callers: ``--basetemp`` is always given, so an inner run never prunes
+the outer session's temp dirs; environment fakes (PATH, PYTHONPATH, INTRADA_FAKE_*) go through
+monkeypatch, and a package put on ``sys.path`` for this process must be taken off it and out of
+``sys.modules`` by the test (tests/test_ascend_contract.py: ``_drop_fake_modules``).
 """
 from __future__ import annotations
 
@@ -41,7 +44,6 @@ import shutil
 import sys
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,16 +153,14 @@ def run_gate(pytester: pytest.Pytester, *args: str, cache: Path | None, report: 
         with _env(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "lib"), os.environ.get("PYTHONPATH")]))):
             result = pytester.runpytest_subprocess(*argv, timeout=timeout)
     else:
-        import_what_the_gate_imports()
-        basetemp = pytester.path / f"basetemp-{time.monotonic_ns()}"
-        result = pytester.runpytest_inprocess(f"--basetemp={basetemp}", *argv)
+        result = run_inprocess([f"--basetemp={pytester.path / f'basetemp-{time.monotonic_ns()}'}", *argv])
     return GateRun.of(result, report)
 
 
 def demo_entry() -> Path:
     """The embedded demo submission in the session cache (built on first use): checkpoint.pth,
     cityscapes/, thresholds.toml. Cheaper than the seed: no artifact but the demo itself."""
-    from fixtures.artifacts import demo_entry as entry
+    from intrada.artifacts import demo_entry as entry
     from intrada.cache import ArtifactCache
 
     return entry(ArtifactCache(SESSION_CACHE))
@@ -210,60 +210,44 @@ def _env(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def run_gate_here(workdir: Path, *args: str, cache: Path, run_id: str | None = None) -> GateRun:
-    """The gate through ``pytest.main`` in this process, without pytester's ``sys.modules`` restore:
-    what it imports stays imported (see the module docstring). For session fixtures."""
-    report = workdir / f"report-{time.monotonic_ns()}"
-    argv = [f"--basetemp={workdir / f'basetemp-{time.monotonic_ns()}'}", *GATE_ARGS, "--cache-dir", str(cache),
-            "--report", str(report), *args]
+class _QuietGc:
+    """What pytester does for its in-process runs: no gc.collect() rounds at session end (pytest's
+    unraisable-exception check), which cost seconds in a process holding torch."""
+
+    @staticmethod
+    def pytest_configure(config: pytest.Config) -> None:
+        try:
+            from _pytest.unraisableexception import gc_collect_iterations_key
+        except ImportError:  # another pytest: the check just runs
+            return
+        config.stash[gc_collect_iterations_key] = 0
+
+
+def run_inprocess(argv: list[str]) -> pytest.RunResult:
+    """``pytest.main(argv)`` in this process, its stdout and stderr captured (see the module docstring)."""
+    import importlib
+
+    importlib.invalidate_caches()
     out, err = io.StringIO(), io.StringIO()
     saved_path = list(sys.path)
     t0 = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        if run_id is not None:
-            stack.enter_context(_env(**{RUN_ID_ENV: run_id}))
-        stack.enter_context(contextlib.redirect_stdout(out))
-        stack.enter_context(contextlib.redirect_stderr(err))
-        ret = pytest.main(argv)
-    sys.path[:] = saved_path
-    lines = out.getvalue().splitlines()
-    result = pytest.RunResult(int(ret), lines, err.getvalue().splitlines(), time.perf_counter() - t0)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            ret = pytest.main(argv, plugins=[_QuietGc()])
+    finally:
+        sys.path[:] = saved_path
+    return pytest.RunResult(int(ret), out.getvalue().splitlines(), err.getvalue().splitlines(),
+                            time.perf_counter() - t0)
+
+
+def run_gate_here(workdir: Path, *args: str, cache: Path, run_id: str | None = None) -> GateRun:
+    """:func:`run_gate` in this process for session and module fixtures, which have no pytester."""
+    report = workdir / f"report-{time.monotonic_ns()}"
+    argv = [f"--basetemp={workdir / f'basetemp-{time.monotonic_ns()}'}", *GATE_ARGS, "--cache-dir", str(cache),
+            "--report", str(report), *args]
+    with _env(**({RUN_ID_ENV: run_id} if run_id is not None else {})):
+        result = run_inprocess(argv)
     return GateRun.of(result, report)
-
-
-_imported = False
-
-
-def import_what_the_gate_imports() -> None:
-    """Before any pytester in-process run (which drops the modules it saw imported): the exporter
-    (a toy export), the runtimes, Pillow's PNG plugin, the gate's plugins, the Ascend code. Once."""
-    global _imported
-    if _imported:
-        return
-    import onnxruntime  # noqa: F401
-    import PIL.PngImagePlugin  # noqa: F401
-    import torch
-
-    import fixtures.artifacts  # noqa: F401
-    import fixtures.ascend  # noqa: F401
-    import fixtures.perf  # noqa: F401
-    import fixtures.report  # noqa: F401
-    import intrada.ascend.atc  # noqa: F401
-    import intrada.ascend.perf  # noqa: F401
-    import intrada.ascend.runners  # noqa: F401
-    import intrada.ascend.setup  # noqa: F401
-    import intrada.cli  # noqa: F401
-    import intrada.report_figures  # noqa: F401
-    from intrada.runners.openvino import openvino_available
-
-    if openvino_available():
-        import openvino  # noqa: F401
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(torch.nn.Conv2d(3, 2, 1), (torch.zeros(1, 3, 4, 4),), io.BytesIO(),
-                          input_names=["image"], output_names=["out"], dynamic_axes={"image": {0: "batch"}},
-                          dynamo=False)
-    _imported = True
 
 
 def build_session_seed(workdir: Path) -> GateSeed:
@@ -276,7 +260,6 @@ def build_session_seed(workdir: Path) -> GateSeed:
       PyTorch outputs that the 2-image gate runs of the suite read.
     """
     t0 = time.perf_counter()
-    import_what_the_gate_imports()
     run_id = f"seed-{uuid.uuid4().hex[:12]}"
     default = run_gate_here(workdir, "--benchmark-disable", cache=SESSION_CACHE, run_id=run_id)
     if default.ret != 0:

@@ -24,8 +24,9 @@ import pytest
 
 from _report import results
 from intrada import protocol
-from intrada.ascend import atc, runners, tools
+from intrada.ascend import atc, provenance, runners, tools
 from intrada.errors import ToolError
+from intrada.runners.base import RunnerError
 
 pytest_plugins = ["pytester"]
 
@@ -34,8 +35,11 @@ FAKES = Path(__file__).resolve().parent / "fakes"
 FAKE_BIN = FAKES / "bin"
 FAKE_ATC_BIN = FAKES / "ascend-toolkit" / "latest" / "bin"
 FAKE_PYTHON = FAKES / "python"
-FAKE_ENV_VARS = ("INTRADA_FAKE_NPU_CHIP", "INTRADA_FAKE_NPU_DEVICES", "INTRADA_FAKE_NPU_OUTPUTS",
+FAKE_ENV_VARS = ("INTRADA_CONTRACT_FAKES", "INTRADA_FAKE_NPU_CHIP", "INTRADA_FAKE_NPU_DEVICES", "INTRADA_FAKE_NPU_OUTPUTS",
                  "INTRADA_FAKE_NPU_NOISE", "INTRADA_FAKE_NPU_MS", "INTRADA_FAKE_NPU_FAIL", "INTRADA_FAKE_ATC_FAIL")
+
+
+DECLARED = "atc,npu-smi,ais_bench,benchmark,om"
 
 
 def _base_path() -> str:
@@ -64,6 +68,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch, no_ascend: None):
     ais_bench package importable (in this process and in subprocesses)."""
     monkeypatch.setenv("PATH", os.pathsep.join([str(FAKE_ATC_BIN), str(FAKE_BIN), _base_path()]))
     monkeypatch.setenv("PYTHONPATH", str(FAKE_PYTHON))
+    monkeypatch.setenv("INTRADA_CONTRACT_FAKES", DECLARED)  # the fakes run only where they are declared
     monkeypatch.syspath_prepend(str(FAKE_PYTHON))
     _drop_fake_modules()
     yield monkeypatch
@@ -167,7 +172,7 @@ NPU_SMI_310_FOUR_CHIPS = """\
 
 def test_npu_smi_table_gives_the_chip_of_each_device() -> None:
     info = tools.parse_npu_smi_info(NPU_SMI_310P3)
-    assert info.version == "23.0.rc2" and not info.fake
+    assert info.version == "23.0.rc2"
     assert info.chip_name(0) == "310P3" and info.chip_name(1) == "310P1"
     with pytest.raises(ToolError, match=r"no device 7 \(devices: 0, 1\)"):
         info.chip_name(7)
@@ -186,12 +191,25 @@ def test_soc_version_always_carries_the_ascend_prefix() -> None:
         tools.soc_version_of(" ")
 
 
-def test_fake_npu_smi_is_parsed_and_flagged_as_fake(fakes) -> None:
+def test_fake_npu_smi_is_parsed_and_declared_as_fake(fakes) -> None:
     fakes.setenv("INTRADA_FAKE_NPU_CHIP", "310")
     fakes.setenv("INTRADA_FAKE_NPU_DEVICES", "2")
     info = tools.query_npu_smi()
-    assert info is not None and info.fake and info.version == tools.FAKE_MARKER
+    assert info is not None and info.version == "intrada-contract-fake"
     assert info.chip_name(1) == "310"
+    assert "npu-smi" in provenance.declared_fakes()  # what labels records FAKE: the environment's word
+
+
+@pytest.mark.parametrize("tool", ["npu-smi", "atc", "benchmark.x86_64"])
+def test_an_undeclared_fake_refuses_to_run(fakes, tool: str) -> None:
+    """Provenance is declared once, by the environment; a fake without that declaration never runs,
+    so it can never be reported as a device."""
+    fakes.delenv(provenance.ENV)
+    proc = subprocess.run([tool, "info"] if tool == "npu-smi" else [tool], capture_output=True, text=True)
+    assert proc.returncode == 3 and "contract-test fake refused to run" in proc.stderr
+    fakes.setenv(provenance.ENV, "atc,npu-smi,ais_bench,benchmark,om")
+    assert provenance.run_is_fake("ais_bench-cli") and provenance.run_is_fake("benchmark")
+    assert provenance.declared_fakes({}) == () and not provenance.run_is_fake("benchmark", {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +230,7 @@ def test_atc_command_is_the_seeds(tmp_path: Path) -> None:
 def test_cann_version_is_read_from_the_toolkit_install_info(fakes) -> None:
     found = tools.find_atc()
     assert found is not None and found.path == FAKE_ATC_BIN / "atc"
-    assert found.version == "0.0.0.intrada-contract-fake" and found.fake
+    assert found.version == "0.0.0.intrada-contract-fake"
     assert found.version_source.endswith("ascend_toolkit_install.info")
 
 
@@ -246,7 +264,7 @@ def test_fake_atc_rejects_what_atc_rejects(fakes, toy: dict, tmp_path: Path, fla
 def test_atc_writes_a_static_om_for_the_seed_command(fakes, toy: dict) -> None:
     om = _convert(toy, 4, "Ascend310")
     assert om == toy["root"] / "om" / "intraDA_deeplabv2_bs4.om"
-    assert tools.om_is_fake(om) and tools.om_batch_size_from_name(om) == 4
+    assert tools.om_batch_size_from_name(om) == 4
     header = json.loads(om.read_bytes().split(b"\n", 2)[1])
     assert header["inputs"] == [{"name": "image", "shape": [4, 3, 512, 1024]}]
     assert header["soc_version"] == "Ascend310" and header["precision_mode"] == "force_fp16"
@@ -287,7 +305,7 @@ def test_om_option_maps_batch_sizes_from_the_seed_names(tmp_path: Path) -> None:
 # runners
 
 def _runner(kind: str, om: Path, batch_size: int) -> runners.AscendRunner:
-    return runners.make_runner(kind, om, batch_size=batch_size, benchmark=tools.find_benchmark())
+    return runners.make_runner(kind, om, batch_size=batch_size)
 
 
 @pytest.mark.parametrize("kind", runners.RUNNERS)
@@ -331,18 +349,27 @@ def test_runner_reads_the_documented_outputs_and_the_tools_own_throughput(fakes,
         assert all(ln.endswith(" 512 1024") for ln in lines if ln)  # the seed's swapped width/height
 
 
-@pytest.mark.parametrize("kind", runners.RUNNERS)
-def test_runner_interface_pads_and_splits_batches(fakes, toy: dict, kind: str) -> None:
+def test_runner_interface_pads_and_splits_batches(fakes, toy: dict) -> None:
+    """The ais_bench Python API is the one device runner with a per-batch infer()."""
     om = _convert(toy, 2)
     batch = np.stack([np.fromfile(toy["bins"] / f"{n}.bin", dtype=np.float32).reshape(protocol.INPUT_SHAPE_CHW)
                       for n in toy["names"]])
-    with _runner(kind, om, 2) as runner:
+    with _runner("ais_bench-api", om, 2) as runner:
         aux, main = runner.infer(batch)
     assert aux.shape == main.shape == (3, *protocol.OUTPUT_SHAPE_CHW)
     for i, name in enumerate(toy["names"]):
         ref_aux, ref_main = _ort_outputs(toy["onnx"], toy["bins"], name)
         np.testing.assert_array_equal(aux[i], ref_aux)
         np.testing.assert_array_equal(main[i], ref_main)
+
+
+@pytest.mark.parametrize("kind", ["ais_bench-cli", "benchmark"])
+def test_directory_tools_have_no_per_batch_infer(fakes, toy: dict, kind: str) -> None:
+    """The CLI and the legacy tool run whole directories (run_split); a per-batch infer() would have
+    to fake it with temporary files and a whole tool run per batch, so it says so instead."""
+    batch = np.zeros((1, *protocol.INPUT_SHAPE_CHW), dtype=np.float32)
+    with _runner(kind, _convert(toy, 1), 1) as runner, pytest.raises(RunnerError, match="runs whole directories"):
+        runner.infer(batch)
 
 
 def test_fake_misbehaviour_is_what_the_gate_must_catch(fakes, toy: dict) -> None:
@@ -623,7 +650,7 @@ def test_faithful_om_passes_and_is_reported_as_a_contract_test(pytester: pytest.
     setup = data["sections"]["om.setup"]
     assert setup["runner"] == "ais_bench-cli" and setup["soc_version"] == "Ascend310P3"
     assert setup["soc_source"] == "npu-smi info"
-    assert setup["fake_components"] == ["ais_bench", "atc", "benchmark.x86_64", "npu-smi"]
+    assert setup["fake_components"] == ["ais_bench", "atc", "benchmark", "npu-smi", "om"]
     (parity,) = results(data, gate="om", kind="parity", subject="om")
     assert parity["state"] == "passed" and parity["details"]["contract_fake"] and parity["details"]["run"]["fake"]
     assert "FAKE: contract-test" in parity["details"]["candidate"]
@@ -698,7 +725,7 @@ def test_310_card_throughput_is_the_per_chip_rate_times_four(pytester: pytest.Py
 def _fake_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in FAKE_ENV_VARS}
     env.update(PATH=os.pathsep.join([str(FAKE_ATC_BIN), str(FAKE_BIN), _base_path()]), PYTHONPATH=str(FAKE_PYTHON),
-               **extra)
+               INTRADA_CONTRACT_FAKES=DECLARED, **extra)
     return env
 
 
@@ -751,32 +778,76 @@ def test_atc_failure_fails_the_om_tests_quoting_its_log(pytester: pytest.Pyteste
 # ---------------------------------------------------------------------------------------------
 # the embedded demo submission (the real DeepLabv2 graph) through the fakes
 
+@pytest.fixture(scope="module")
+def demo_om_cache(gate_seed, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session cache plus what every demo om run below reads and none should rebuild: the bins of
+    the first 4 demo images and ONNX Runtime's outputs on the run plan's sample of them. Built once, by
+    a gate run in this process judging zero-valued --dumps (device outputs make the plan sample, as an
+    om does; no fake is needed for that). Each test copies it (hard links)."""
+    from _gate import run_gate_here, seed_cache
+    from intrada.cityscapes import list_samples
+    from intrada.dumps import write_dumps
+
+    root = tmp_path_factory.mktemp("demo-om")
+    cache = seed_cache(root / "cache", gate_seed.cache)
+    zeros = np.zeros(protocol.OUTPUT_SHAPE_CHW, np.float32)
+    for s in list_samples(gate_seed.cityscapes)[:4]:
+        write_dumps(root / "dumps", s.name, zeros, zeros)
+    run = run_gate_here(root, "--benchmark-disable", "-m", "om", "-k", "dumps", *_demo_files(gate_seed),
+                        "--max-images", "4", "--dumps", str(root / "dumps"), cache=cache)
+    plan = run.report["sections"]["plan"]
+    assert plan["onnx_images"] == 3 and plan["images"] == 4, run.tail()
+    return cache
+
+
+def _demo_files(gate_seed) -> list[str]:
+    """The demo as files (session cache): its ONNX export, split and thresholds, so the runs below hit
+    the artifacts seeded for those paths."""
+    return ["--onnx", str(gate_seed.onnx), "--cityscapes", str(gate_seed.cityscapes), "--thresholds",
+            str(gate_seed.thresholds)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["fp16", "swap"])
-def test_demo_om_through_the_fakes(pytester: pytest.Pytester, fakes, gate_seed, own_cache: Path, tmp_path: Path,
-                                   mode: str) -> None:
-    """The full om gate on the demo's DeepLabv2 (2 images): atc with the seed's flags, the ais_bench
-    API, parity, |delta mIoU|, om mIoU and throughput. fp16 rounding of the real network stays
-    within every limit; swapped outputs fail all four tests (the throughput test too: its outputs
-    are checked before its speed). Every record is labelled as a contract test. The demo's ONNX and
-    split are passed as files, so the session's ONNX Runtime outputs of those 2 images are reused."""
+@pytest.mark.parametrize("mode", ["fp16", "swap", "noise", "perturb"])
+def test_demo_om_through_the_fakes(pytester: pytest.Pytester, fakes, gate_seed, demo_om_cache: Path,
+                                   tmp_path: Path, mode: str) -> None:
+    """The full om gate on the demo's DeepLabv2 (4 images): atc with the seed's flags, the ais_bench
+    API, parity, |delta mIoU|, om mIoU and throughput. An om is judged, so ONNX Runtime runs only on
+    the run plan's sample (3 of the 4 images, the demo's [om] onnx_sample_images) and that sample
+    still catches swapped, noisy and perturbed oms. fp16 rounding of the real network stays within
+    every limit. Every record is labelled as a contract test. The demo is passed as files (its ONNX,
+    split and thresholds), on this test's own copy of ``demo_om_cache``."""
+    from _gate import seed_cache
+
     fakes.setenv("INTRADA_FAKE_NPU_MS", "20")
     fakes.setenv("INTRADA_FAKE_NPU_OUTPUTS", mode)
     report = tmp_path / "report"
-    result = run_gate(pytester, own_cache, "-m", "om", "--onnx", str(gate_seed.onnx), "--cityscapes",
-                      str(gate_seed.cityscapes), "--thresholds", str(gate_seed.thresholds), "--max-images", "2",
-                      "--batch-sizes", "1", "--report", str(report))
+    result = run_gate(pytester, seed_cache(pytester.path / "cache", demo_om_cache), "-m", "om",
+                      *_demo_files(gate_seed), "--max-images", "4", "--batch-sizes", "1", "--report", str(report))
     outcomes = result.parseoutcomes()
     data = read_report(report)
+    plan = data["sections"]["plan"]
+    assert plan["onnx_images"] == 3 and plan["images"] == 4 and plan["device_outputs"] == ["om"]
+    result.stdout.fnmatch_lines(["intrada gate: plan: ONNX Runtime on 3 of 4 images (*): a sample spread over*"])
+    (parity,) = results(data, kind="parity", subject="om")
+    assert parity["details"]["images"] == 3
     if mode == "fp16":
         assert outcomes.get("passed") == 4 and outcomes.get("skipped") == 2, "\n".join(result.outlines[-30:])
-        accuracy = data["sections"]["accuracy.om"]
-        assert accuracy["contract_fake"] and "FAKE: contract-test" in accuracy["device"]
-        assert abs(data["sections"]["om.miou_delta.om"]["delta"]) < 0.47
-        (row,) = data["sections"]["perf"]
-        assert row["contract_fake"] and "not a device result" in row["device"]
+        (om_acc,) = results(data, kind="accuracy", subject="om")
+        assert om_acc["details"]["contract_fake"] and "FAKE: contract-test" in om_acc["details"]["device"]
+        assert om_acc["details"]["images"] == 4  # the om's own mIoU is over the whole (sub)split
+        (delta,) = results(data, kind="miou_delta", subject="om")
+        assert abs(delta["details"]["delta"]) < 0.47 and delta["details"]["images"] == 3
+        (row,) = results(data, kind="throughput")
+        assert row["details"]["contract_fake"] and "not a device result" in row["details"]["device"]
+        assert result.ret == 0
     else:
         failed = sorted(line.split()[1].split("::")[-1] for line in result.outlines if line.startswith("FAILED"))
-        assert failed == ["test_om_matches_onnx[om]", "test_om_miou", "test_om_miou_matches_onnx[om]",
-                          "test_om_throughput[bs1]"], "\n".join(result.outlines[-30:])
+        assert "test_om_matches_onnx[om]" in failed and "test_om_throughput[bs1]" in failed, \
+            "\n".join(result.outlines[-30:])
+        assert parity["state"] == "failed" and parity["where"], parity  # says which classes turn into which
+        assert result.ret == pytest.ExitCode.TESTS_FAILED
+        if mode == "swap":
+            assert failed == ["test_om_matches_onnx[om]", "test_om_miou", "test_om_miou_matches_onnx[om]",
+                              "test_om_throughput[bs1]"], "\n".join(result.outlines[-30:])
     assert data["verdicts"]["om"]["verdict"] == ("PASS" if mode == "fp16" else "FAIL")

@@ -15,13 +15,13 @@ ONE_310P3 = NpuSmiInfo("23.0.0", (NpuChip(0, "310P3", 0, 0),))
 
 def tools(*, atc: bool = False, api: bool = False, cli: bool = False, npu_smi: bool = False) -> AscendTools:
     return AscendTools(ATC if atc else None, Path("/usr/bin/npu-smi") if npu_smi else None, api,
-                       None if api else "ais_bench is not installed", cli, False, None)
+                       None if api else "ais_bench is not installed", cli, None)
 
 
 def setup(found: AscendTools, *, om: Path | None = None, soc: str | None = None, device_id: int = 0,
           runner: str = "auto", dumps: bool = False, npu=None):
     return resolve_setup(found, om_option=om, soc_option=soc, device_id=device_id, runner_option=runner,
-                         dumps_given=dumps, npu=npu)
+                         dumps_given=dumps, npu=npu, fakes=())
 
 
 def test_nothing_installed_nothing_given() -> None:
@@ -84,3 +84,14 @@ def test_a_bad_om_option_is_a_failure(tmp_path: Path) -> None:
     bad.write_bytes(b"om")
     s = setup(tools(cli=True), om=bad)
     assert s.problem is not None and s.problem.broken and "cannot tell the om's static batch size" in s.problem.message
+
+
+def test_provenance_is_what_the_environment_declares() -> None:
+    s = resolve_setup(tools(atc=True, api=True, npu_smi=True), om_option=None, soc_option=None, device_id=0,
+                      runner_option="auto", dumps_given=False, npu=ONE_310P3, fakes=("ais_bench", "npu-smi"))
+    assert s.fake_components() == ["ais_bench", "npu-smi"]
+    assert s.device_label() == ("Ascend310P3 (device 0) [FAKE: contract-test ais_bench, npu-smi; not a device "
+                                "result]")
+    real = resolve_setup(tools(atc=True, api=True, npu_smi=True), om_option=None, soc_option=None, device_id=0,
+                         runner_option="auto", dumps_given=False, npu=ONE_310P3, fakes=())
+    assert real.device_label() == "Ascend310P3 (device 0)"

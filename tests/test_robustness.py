@@ -307,7 +307,7 @@ def test_cache_dir_not_writable_by_this_user_is_named(shared_tmp: Path) -> None:
     """The same start-of-session check for plain permissions (EACCES). Root ignores permission bits and
     `nobody` cannot start this Python (it lives under /root), so the check runs in a forked child that
     drops to `nobody`, as tests/test_cache.py does for the cache itself."""
-    from fixtures.options import _writable_dir
+    from intrada.config import ConfigError, _writable_dir
 
     base = shared_tmp
     (base / "cache").mkdir()
@@ -317,7 +317,7 @@ def test_cache_dir_not_writable_by_this_user_is_named(shared_tmp: Path) -> None:
     def attempt() -> str:
         try:
             _writable_dir("--cache-dir", target)
-        except pytest.UsageError as exc:
+        except ConfigError as exc:
             return str(exc)
         return "accepted"
 

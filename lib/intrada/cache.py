@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import contextlib
 import os
 import re
 import shutil
@@ -115,15 +116,18 @@ class ArtifactCache:
     another process after ``wait_notice_s`` seconds, then every ``wait_repeat_s``; the wait lasts
     as long as the builder lives (the kernel drops a dead holder's flock).
     ``run_id`` is written into every event so one run's events can be told apart (xdist: the
-    controller and workers share ``testrun_uid``).
+    controller and workers share ``testrun_uid``). ``around_build()`` is entered around every build
+    (the pytest plugin uses it to let progress bars through the output capture).
     """
 
     def __init__(self, root: str | os.PathLike[str], *, run_id: str | None = None,
                  on_wait: Callable[[str], None] | None = None, wait_notice_s: float = 5.0,
-                 wait_repeat_s: float = 30.0) -> None:
+                 wait_repeat_s: float = 30.0,
+                 around_build: Callable[[], contextlib.AbstractContextManager[Any]] | None = None) -> None:
         self.root = Path(root).absolute()
         self.run_id = run_id
         self.on_wait = on_wait
+        self.around_build = around_build or contextlib.nullcontext
         self.wait_notice_s = wait_notice_s
         self.wait_repeat_s = wait_repeat_s
         self._stats: dict[str, CacheStats] = {}
@@ -222,7 +226,8 @@ class ArtifactCache:
         t0 = time.perf_counter()
         try:
             try:
-                info = build(tmp)
+                with self.around_build():
+                    info = build(tmp)
             except BaseException as exc:
                 # Judge the disk before the partial files are removed and free it again.
                 full = isinstance(exc, Exception) and self._disk_full(exc, tmp)

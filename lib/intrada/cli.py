@@ -7,6 +7,7 @@
     intrada postprocess CITYSCAPES_ROOT DUMP_DIR    (intrada_postprocess.py)
     intrada demo OUT_DIR                            (the embedded demo submission)
     intrada inspect MODEL.onnx
+    intrada diff-layers CHECKPOINT MODEL.onnx       (first layer where the ONNX departs from PyTorch)
 
 User errors print one line on stderr and exit with code 2; no traceback.
 """
@@ -17,10 +18,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import protocol
 from .errors import IntradaError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 EXIT_USAGE = 2
 
@@ -104,7 +108,7 @@ def _bin_names(bins_dir: Path) -> list[str]:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from .onnx_export import inspect_onnx
-    from .pipeline import run_to_dumps
+    from .runners.base import Runner
     from .runners.cpu import OnnxRuntimeRunner
 
     inspect_onnx(args.onnx, require_dynamic_batch=args.batch_size > 1)
@@ -112,12 +116,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.backend == "openvino":
         from .runners.openvino import OpenVinoRunner
 
-        runner: object = OpenVinoRunner(args.onnx)
+        runner: Runner = OpenVinoRunner(args.onnx)
     else:
         runner = OnnxRuntimeRunner(args.onnx)
-    run_to_dumps(runner, names, args.bins, args.out, batch_size=args.batch_size,  # type: ignore[arg-type]
-                 progress=not args.quiet)
-    print(f"wrote {2 * len(names)} dumps (<name>_0.bin aux, <name>_1.bin main; ais_bench layout) to {args.out}")
+    record = runner.run_split(args.bins, names, args.out, batch_size=args.batch_size, progress=not args.quiet)
+    print(f"wrote {2 * len(names)} dumps (<name>_0.bin aux, <name>_1.bin main; ais_bench layout) to {args.out}; "
+          f"{record.throughput:.3f} images/s ({record.throughput_field})")
     return 0
 
 
@@ -161,6 +165,67 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                       "batch_dim": info.batch_dim, "outputs": list(info.output_names),
                       "output_shapes": [list(s) for s in info.output_shapes], "ops": list(info.op_types)}, indent=1))
     return 0
+
+
+def _diff_image(args: argparse.Namespace) -> tuple[np.ndarray, str]:
+    """The image to diff on: a preprocessed bin, or the demo split's first image."""
+    import numpy as np
+
+    from .errors import BinsError
+    from .preprocess import read_bin
+
+    if args.bins is None:
+        from PIL import Image
+
+        from .demo import demo_sample
+        from .preprocess import to_network_input
+
+        sample = demo_sample(0)
+        rgb = Image.fromarray(sample.rgb).resize((protocol.INPUT_W, protocol.INPUT_H), Image.Resampling.BICUBIC)
+        return to_network_input(np.asarray(rgb, dtype=np.uint8)), f"demo image {sample.name}"
+    names = _bin_names(Path(args.bins))
+    name = args.image if args.image is not None else names[0]
+    if name.endswith(".bin"):
+        name = name[:-4]
+    if name not in names:
+        raise BinsError(Path(args.bins) / f"{name}.bin", "no such bin", f"pick one of {', '.join(names[:3])} ...")
+    return read_bin(Path(args.bins) / f"{name}.bin"), name
+
+
+def _crop(text: str) -> tuple[int, int] | None:
+    if text == "full":
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW (e.g. 128x256) or 'full', got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive HxW, got {text!r}")
+    return h, w
+
+
+def cmd_diff_layers(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .layerdiff import diff_layers, load_onnx, write_report
+    from .noise import limits_from_thresholds, measure_noise_floor
+    from .thresholds import load as load_thresholds
+
+    thresholds = load_thresholds(args.thresholds)
+    image, name = _diff_image(args)  # the cheap checks first
+    onnx_model = load_onnx(args.onnx)
+    model, ckpt = load_model(args.checkpoint)
+    if ckpt.remap:
+        print(f"{ckpt.path}: {ckpt.remap}", file=sys.stderr)
+    floor = measure_noise_floor(model, [image], crop=args.floor_crop)
+    derived = limits_from_thresholds(thresholds, floor)
+    result = diff_layers(model, onnx_model, image, derived.limits, image_name=name, candidate=str(args.onnx),
+                         limit_source=derived.report(), details={"noise_floor": floor.as_dict(),
+                                                                 "limits": derived.as_dict()})
+    print(result.markdown())
+    print(floor.report())
+    print(result.report())
+    write_report(result, args.json, args.markdown)
+    return 0 if result else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,6 +287,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("demo", cmd_demo, "write the embedded demo submission (checkpoint, Cityscapes-format split, thresholds)")
     sp.add_argument("out_dir")
     sp.add_argument("--images", type=_positive, default=None, help="Default: the gate's demo size (8)")
+
+    sp = add("diff-layers", cmd_diff_layers, "run the checkpoint (PyTorch) and the ONNX (ONNX Runtime) side by side on "
+             "one image and name the first layer whose output differs beyond the float32 noise")
+    sp.add_argument("checkpoint", help="the .pth (a state_dict)")
+    sp.add_argument("onnx", help="the .onnx exported from it")
+    sp.add_argument("--bins", metavar="DIR", default=None,
+                    help="preprocessed images (intrada preprocess); the first one is used. Default: the demo's first image")
+    sp.add_argument("--image", metavar="NAME", default=None, help="which bin of --bins. Default: the first by name")
+    sp.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    sp.add_argument("--markdown", metavar="FILE", help="also write the table as markdown")
+    sp.add_argument("--thresholds", metavar="FILE", default=None,
+                    help="[parity] limits and noise factor. Default: lib/intrada/data/thresholds.toml")
+    sp.add_argument("--floor-crop", type=_crop, default=(128, 256), metavar="HxW",
+                    help="measure the float64 noise floor on the centre HxW of the image, or 'full'. Default: 128x256 "
+                         "(a float64 forward of the full image costs 2-8 float32 ones)")
 
     sp = add("inspect", cmd_inspect, "check an ONNX file against the IntraDA interface and print its summary")
     sp.add_argument("onnx")

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from . import protocol
 from .demo_checkpoint import make_checkpoint
@@ -59,7 +60,19 @@ DEMO_THRESHOLD_OVERRIDES: dict[str, tuple[object, str]] = {
                                 "(1.09) fall far below; align_corners=False (84.48) is not caught"),
     "accuracy.allow_subset": (True, f"the demo split has {DEMO_IMAGES} synthetic images, not the "
                                     f"official {protocol.VAL_IMAGES}"),
+    "om.onnx_sample_images": (3, f"the demo split has {DEMO_IMAGES} images: when an om or --dumps are judged, ONNX "
+                                 "Runtime runs on 3 of them (first, middle, last), so the run plan's sample is "
+                                 "exercised; a swapped, noisy or perturbed om moves every image"),
 }
+
+
+def demo_thresholds() -> Any:
+    """The demo submission's thresholds (what its thresholds.toml says), without writing it."""
+    import tomllib
+
+    from .thresholds import DEFAULT_PATH, parse, with_overrides
+
+    return parse(DEFAULT_PATH, tomllib.loads(with_overrides(DEFAULT_PATH, DEMO_THRESHOLD_OVERRIDES)))
 
 
 def write_demo(out_dir: str | os.PathLike[str], *, n_images: int | None = None, seed: int = DEMO_SEED) -> Path:

@@ -86,3 +86,45 @@ def make_plan(images: int, *, device_outputs: Sequence[str], onnx_accuracy: str,
         reason = "the whole split (--onnx-accuracy full)" if onnx_accuracy == "full" else "the whole split"
         indices = tuple(range(images))
     return RunPlan(images, indices, tuple(device_outputs), reason, seconds_per_image, estimate_basis)
+
+
+def plan_for_config(cfg: Any) -> RunPlan:
+    """The plan before the split is opened: images counted from the options (the demo has
+    DEMO_IMAGES), device outputs from --om/--dumps and the tools found, the sample size from the
+    thresholds in effect, the estimate from a small fp32 matmul measured now."""
+    import time
+
+    import torch
+
+    from . import demo, protocol
+    from .ascend.tools import discover
+    from .cityscapes import list_samples
+    from .thresholds import load
+
+    if cfg.cityscapes is not None:
+        try:
+            images = len(list_samples(cfg.cityscapes, "val"))
+        except Exception:  # a broken split is reported by the tests that read it, not by the header
+            images = 0
+    else:
+        images = demo.DEMO_IMAGES
+    if cfg.max_images:
+        images = min(images, cfg.max_images)
+    outputs = (["om"] if cfg.om is not None or discover(probe_api=False).anything else []) + \
+        (["dumps"] if cfg.dumps is not None else [])
+    thresholds = demo.demo_thresholds() if cfg.demo_model and cfg.thresholds is None else load(cfg.thresholds)
+    a = torch.rand(1024, 1024)
+    torch.mm(a, a)  # warm-up
+    best = min(_timed(lambda: torch.mm(a, a), time.perf_counter) for _ in range(3))
+    gflops = 2 * 1024**3 / best / 1e9
+    return make_plan(images, device_outputs=outputs, onnx_accuracy=cfg.onnx_accuracy,
+                     sample_images=thresholds.get("om", "onnx_sample_images"),
+                     seconds_per_image=protocol.GFLOP_PER_IMAGE / gflops,
+                     estimate_basis=f"{protocol.GFLOP_PER_IMAGE:.0f} GFLOP per image at this CPU's fp32 matmul rate, "
+                     f"{gflops:.0f} GFLOP/s measured now")
+
+
+def _timed(fn: Any, clock: Any) -> float:
+    t0 = clock()
+    fn()
+    return float(clock() - t0)

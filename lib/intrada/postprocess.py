@@ -9,20 +9,22 @@ and takes ``np.argmax`` over the classes. :func:`upsample_argmax_reference` does
 * Bilinear interpolation with align_corners=True is separable. Every output pixel lies in one
   low-resolution *cell* (two adjacent source rows x two adjacent source columns), and its value for
   a class is a convex combination of that class's 4 corner logits. So a class whose largest corner
-  is below another class's smallest corner cannot win anywhere in the cell. Most cells (region
+  is below another class's smallest corner cannot win anywhere in the cell, nor can one whose 4
+  corners are all <= those of a lower-index class (exact: see _cell_candidates). Most cells (region
   interiors) keep a single candidate and are filled directly; only boundary ("contested") cells
-  are interpolated, each only for the classes that can still win in it. Contested cells are
-  batched by candidate count, so a few vectorised passes do the work; within a cell the
-  interpolation is separable (width pass on the two source rows, then height pass) and the argmax
-  is a running comparison, so no [classes, H, W] array exists.
-* Cost: ~8 ms per Cityscapes-size image for segmenter-like logits (~10% of cells contested,
-  ~2.2 candidates each) against ~300 ms for the reference; the worst case (pure noise, every cell
-  contested by many classes) is ~0.25 s, no slower than the reference.
-* The interpolation of the remaining pixels reproduces torch's float32 arithmetic: the same source
-  coordinates (``scale = (in - 1) / (out - 1)`` in float32, ``src = scale * dst``), the same weights,
-  the width pass inside the height pass, and the fused multiply-adds that torch's vectorised CPU
-  kernel (AVX2 / AVX512) compiles to. Values are therefore bit-identical to torch on those CPUs,
-  and the argmax (first maximum wins, like ``np.argmax``) matches pixel for pixel.
+  are interpolated (sparse path), batched by candidate count, each for the classes that can still
+  win in it, with a running argmax, so no [classes, H, W] array exists.
+* Where most cells of a row of cells are contested (noisy logits), the dense path interpolates
+  every candidate class over the whole row: a float32 matmul gives approximate values with a
+  proven error bound, and only pixels whose best and second-best values are within twice the
+  bound (where rounding could decide) are recomputed exactly. A measured cost model picks the
+  path per row of cells. Cost depends on the data: see docs/performance.md.
+* Exact values reproduce torch's float32 arithmetic: the same source coordinates
+  (``scale = (in - 1) / (out - 1)`` in float32, ``src = scale * dst``), the same weights, the
+  width pass inside the height pass, and the fused multiply-adds of torch's vectorised CPU kernel
+  (AVX2 / AVX512), so values and the argmax (first maximum wins) are bit-identical to torch on
+  those CPUs; on torch 2.13 for outputs with height + width >= 129 (smaller ones take a torch path
+  whose values differ by an ulp on some pixels).
 """
 from __future__ import annotations
 
@@ -41,6 +43,17 @@ LABEL_SIZE: tuple[int, int] = (protocol.LABEL_H, protocol.LABEL_W)
 # np.argmax gives a tie to the lower class index. So a class is pruned only when it loses by more
 # than this relative margin, ~30x the worst-case rounding error of the two interpolation passes.
 _PRUNE_MARGIN = 2.0 ** -18
+
+# A row of cells is filled densely when its sparse work (values interpolated exactly, contested
+# cells x candidates) exceeds DENSE_CROSSOVER x its dense work (all row pixels x candidate classes
+# of the row): a dense value costs ~1/4 of a sparse one. Measured with
+# benchmarks/calibrate_dense_crossover.py; figures in docs/performance.md.
+DENSE_CROSSOVER = 0.25
+# Error bound of the dense path's approximate values, relative to the largest |logit| involved
+# (see _fill_dense_rows); gaps up to twice this are recomputed exactly.
+_DENSE_BOUND = 2.0 ** -19
+# ... and the share of a row's pixels rechecked beyond which the row goes to the sparse path.
+_DENSE_MAX_RECHECK = 1 / 16
 
 
 @dataclass(frozen=True)
@@ -126,10 +139,7 @@ def upsample_argmax_reference(logits: np.ndarray, size: tuple[int, int] = LABEL_
 def upsample_values(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE,
                     classes: np.ndarray | None = None) -> np.ndarray:
     """Full float32 upsampled logits [len(classes), H, W], bit-identical to torch (FMA CPUs).
-
-    Materialises the tensor, so it is for tests and small sizes; :func:`upsample_argmax` uses the
-    same arithmetic on the pixels that need it.
-    """
+    Materialises the tensor (tests, small sizes); :func:`upsample_argmax` uses the same arithmetic."""
     logits = _check_logits(logits)
     if classes is not None:
         logits = logits[np.asarray(classes)]
@@ -153,30 +163,41 @@ def _cell_candidates(logits: np.ndarray) -> np.ndarray:
     hi = np.maximum(hi_r, np.concatenate([hi_r[:, :, 1:], hi_r[:, :, -1:]], axis=2))
     best_floor = lo.max(axis=0)
     scale = np.maximum(np.abs(hi).max(axis=0), np.abs(lo).max(axis=0))
-    return hi >= best_floor - _PRUNE_MARGIN * scale
+    cand = hi >= best_floor - _PRUNE_MARGIN * scale
+    # Dominance, exact despite rounding: interpolation with weights >= 0 is monotone in every
+    # corner, in float32 too, so a class whose 4 corners are all <= those of a lower-index class w
+    # is <= w at every pixel and loses ties to it. w = the best-floor class (first on ties).
+    ci, cj = np.nonzero(cand.sum(axis=0) > 1)
+    corners = np.stack([logits[:, ci, cj], nxt_r[:, ci, cj], *(a[:, ci, np.minimum(cj + 1, a.shape[2] - 1)]
+                                                              for a in (logits, nxt_r))])  # (4, C, n)
+    w = corners.min(axis=0).argmax(axis=0)
+    dominated = (corners <= corners[:, w, np.arange(ci.size)][:, None]).all(axis=0)
+    cand[:, ci, cj] &= ~(dominated & (np.arange(logits.shape[0])[:, None] > w))
+    return cand
 
 
-def upsample_argmax(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE) -> np.ndarray:
+def upsample_argmax(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE, *,
+                    dense_crossover: float = DENSE_CROSSOVER) -> np.ndarray:
     """Same map as :func:`upsample_argmax_reference` as uint8 [H, W], without the full tensor.
 
-    Region interiors (cells with one possible winner) cost one expansion of the cell map. Contested
-    cells are processed together, grouped by their number of candidates k: each group gathers its
-    cells' corner logits for their own k candidates and interpolates only those, so the cost is
-    about (pixels in contested cells) x (mean candidates there), not x 19.
+    Region interiors (cells with one possible winner) cost one expansion of the cell map. Each row
+    of cells with contested cells is then filled exactly by the path the cost model finds cheaper
+    (``dense_crossover``: 0 = always dense, ``inf`` = never): sparse (contested cells grouped by
+    their number of candidates k, each interpolated for its k classes) or dense (every pixel of
+    the row, for every class that can win anywhere in it).
     """
     logits = _check_logits(logits)
     _, h, w = logits.shape
     ax_h, ax_w = _axis(h, int(size[0])), _axis(w, int(size[1]))
-
-    cand = _cell_candidates(logits)
-    n_cand = cand.sum(axis=0)
+    cand, n_cand, contested, dense_rows = _plan(logits, ax_h, ax_w, dense_crossover)
     # argmax of a one-hot column is its only True; contested cells are overwritten below.
     cell_winner = cand.argmax(axis=0).astype(np.uint8)
     # Each cell covers a contiguous block of output pixels, so expanding the cell map is two
     # np.repeat calls (much faster than a 2-D fancy-index gather).
     pred = np.repeat(np.repeat(cell_winner, ax_w.counts, axis=1), ax_h.counts, axis=0)
+    if dense_rows.size:
+        contested[_fill_dense_rows(pred, logits, cand, dense_rows, ax_h, ax_w)] = False
 
-    contested = (n_cand > 1) & (ax_h.counts[:, None] > 0) & (ax_w.counts[None, :] > 0)
     ci, cj = np.nonzero(contested)
     ks = n_cand[ci, cj]
     flat = logits.reshape(-1)
@@ -191,35 +212,143 @@ def upsample_argmax(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE) -> n
     return pred
 
 
+def _plan(logits: np.ndarray, ax_h: _Axis, ax_w: _Axis,
+          dense_crossover: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(candidates [C, h, w], their count [h, w], contested cells [h, w], dense cell rows)."""
+    cand = _cell_candidates(logits)
+    n_cand = cand.sum(axis=0)
+    contested = (n_cand > 1) & (ax_h.counts[:, None] > 0) & (ax_w.counts[None, :] > 0)
+    # work per row of cells in interpolated values per output row (both scale with its rows)
+    sparse_work = (np.where(contested, n_cand, 0) * ax_w.counts[None, :]).sum(axis=1)
+    dense_work = cand.any(axis=2).sum(axis=0) * int(ax_w.i0.size)
+    dense_rows = np.flatnonzero((sparse_work > 0) & (dense_work * dense_crossover < sparse_work))
+    return cand, n_cand, contested, dense_rows
+
+
+def contest_profile(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE, *,
+                    dense_crossover: float = DENSE_CROSSOVER) -> dict[str, float]:
+    """What :func:`upsample_argmax` faces: share of contested cells, their mean number of candidate
+    classes, share of rows of cells planned dense (a row with many exact ties may still go sparse)."""
+    logits = _check_logits(logits)
+    ax_h, ax_w = _axis(logits.shape[1], int(size[0])), _axis(logits.shape[2], int(size[1]))
+    _, n_cand, contested, dense_rows = _plan(logits, ax_h, ax_w, dense_crossover)
+    return {"contested_cells": float(contested.mean()),
+            "mean_candidates": float(n_cand[contested].mean()) if contested.any() else 0.0,
+            "dense_rows": dense_rows.size / max(int((ax_h.counts > 0).sum()), 1)}
+
+
+def _fill_dense_rows(pred: np.ndarray, logits: np.ndarray, cand: np.ndarray, cell_rows: np.ndarray,
+                     ax_h: _Axis, ax_w: _Axis) -> np.ndarray:
+    """Fill whole rows of cells, every candidate class; returns the rows filled.
+
+    A float32 matmul [rows x 2 weights] @ [2 source rows x W] per class gives approximate values
+    (several times cheaper than emulating torch's FMA); a running argmax keeps best and second
+    best. Pixels where they are within twice the error bound are recomputed exactly (a row with
+    over _DENSE_MAX_RECHECK of them is left to the sparse path); elsewhere the approximate winner
+    beats all others by more than both errors, so it is torch's unique maximum. Bound (u = 2^-24,
+    S = largest |logit| of the row's classes on its two source rows, weights in [0, 1] summing to
+    ~1): torch's width pass fl(s0 w0 + fl(s1 w1)), ours, the length-2 float32 dot product (gamma_2,
+    any order, FMA or not) and torch's height pass are each within ~2uS of the real value, so
+    |approx - torch| <= 8uS; we take 2^-19 S = 32uS, plus 2^-140 for underflow (<= 2^-150 each)."""
+    h = logits.shape[1]
+    r1s = ax_h.i1[ax_h.starts[cell_rows]]
+    src_rows = np.union1d(cell_rows, r1s)
+    where = np.zeros(h, np.intp)
+    where[src_rows] = np.arange(src_rows.size)
+    s = logits[:, src_rows]
+    # approximate width pass of every class on the source rows needed, (C, len(src_rows), W)
+    t = np.take(s, ax_w.i0, axis=2) * ax_w.w0 + np.take(s, ax_w.i1, axis=2) * ax_w.w1  # C-ordered
+    matmul_ok = _matmul_is_fp32()
+    done = []
+    for i, r1 in zip(cell_rows.tolist(), r1s.tolist()):
+        a, b = int(ax_h.starts[i]), int(ax_h.starts[i + 1])
+        classes = np.flatnonzero(cand[:, i].any(axis=1))
+        tt = t[np.ix_(classes, [where[i], where[r1]])]  # (m, 2, W)
+        wy = np.stack([ax_h.w0[a:b], ax_h.w1[a:b]], axis=1)  # (rows, 2)
+        if matmul_ok:
+            approx = np.matmul(wy, tt)  # (m, rows, W)
+        else:
+            approx = tt[:, :1] * wy[None, :, :1] + tt[:, 1:] * wy[None, :, 1:]
+        idx, gap = _running_argmax(approx, classes)
+        sr = logits[np.ix_(classes, [i, r1])]  # (m, 2, w)
+        bound = _DENSE_BOUND * float(np.abs(sr).max()) + 2.0 ** -140
+        near = gap <= 2 * bound
+        n_near = int(np.count_nonzero(near))
+        if n_near > _DENSE_MAX_RECHECK * near.size:
+            continue  # mostly exact or near ties (e.g. constant logits): cheaper on the sparse path
+        if n_near:
+            ys, xs = np.nonzero(near)
+            # exact: torch's width pass on the two source rows at these columns, then height pass
+            ex = _fma(sr[:, :, ax_w.i0[xs]], ax_w.w0[xs], sr[:, :, ax_w.i1[xs]] * ax_w.w1[xs])
+            val = _fma(ex[:, 0], ax_h.w0[ys + a], ex[:, 1] * ax_h.w1[ys + a])  # (m, n)
+            idx[ys, xs] = classes[np.argmax(val, axis=0)]  # first maximum, like np.argmax
+        pred[a:b] = idx
+        done.append(i)
+    return np.array(done, np.intp)
+
+
+def _running_argmax(values: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(class of the largest of values[r] per pixel, lowest r on ties; best minus second best)."""
+    best = values[0].copy()
+    second = np.full(best.shape, -np.inf, np.float32)
+    idx = np.full(best.shape, classes[0], np.uint8)
+    low, win, upd = np.empty_like(best), np.empty(best.shape, bool), np.empty(best.shape, np.uint8)
+    for r in range(1, classes.size):
+        v = values[r]  # classes ascend: max(idx, win * c) updates idx without a masked copy
+        np.greater(v, best, out=win)
+        np.minimum(best, v, out=low)
+        np.maximum(second, low, out=second)
+        np.maximum(best, v, out=best)
+        np.multiply(win, np.uint8(classes[r]), out=upd)
+        np.maximum(idx, upd, out=idx)
+    return idx, best - second
+
+
+@lru_cache(maxsize=1)
+def _matmul_is_fp32() -> bool:
+    """Whether np.matmul meets the float32 error bound the dense path relies on. A BLAS can be set
+    to reduced precision (e.g. oneMKL's MKL_BLAS_COMPUTE_MODE); then plain numpy arithmetic is used."""
+    rng = np.random.default_rng(0)
+    wy = rng.uniform(0, 1, (16, 2)).astype(np.float32)
+    t = (1 + rng.uniform(0, 1, (3, 2, 2048))).astype(np.float32)
+    exact = np.matmul(wy.astype(np.float64), t.astype(np.float64))  # all terms positive
+    return bool((np.abs(np.matmul(wy, t) - exact) <= 2.0 ** -22 * exact).all())  # 2 x gamma_2
+
+
 _MAX_VALUES = 2_000_000
 
 
 def _fill_contested(pred: np.ndarray, flat: np.ndarray, cand: np.ndarray, ci: np.ndarray, cj: np.ndarray,
                     k: int, hw: tuple[int, int], ax_h: _Axis, ax_w: _Axis) -> None:
-    """Interpolate and argmax the k candidate classes of cells (ci, cj), writing into ``pred``."""
+    """Interpolate and argmax the k candidate classes of cells (ci, cj), writing into ``pred``.
+    The n cells lie side by side, (span_h, n * span_w) per class: long inner loops for numpy."""
     h, w = hw
     n = ci.size
-    # (k, n) candidate classes per cell, ascending, so a strict '>' below keeps the lowest class on
-    # exact ties, as np.argmax does
-    classes = np.nonzero(cand[:, ci, cj].T)[1].reshape(n, k).T
+    classes = np.nonzero(cand[:, ci, cj].T)[1].reshape(n, k).T  # (k, n), ascending per cell
     rows, cols = ax_h.cell_pos[ci], ax_w.cell_pos[cj]  # (n, span_h), (n, span_w) output positions
-    x0, x1 = ax_w.i0[cols], ax_w.i1[cols]
-    wx0, wx1 = ax_w.w0[cols], ax_w.w1[cols]
+    span_w = cols.shape[1]
+    x0, x1 = ax_w.i0[cols].reshape(-1), ax_w.i1[cols].reshape(-1)  # (n * span_w,)
+    wx0, wx1 = ax_w.w0[cols].reshape(-1), ax_w.w1[cols].reshape(-1)
     r1 = ax_h.i1[rows[:, 0]]  # the upper source row is constant within a cell (lower one is ci)
-    base0 = (classes * (h * w) + ci * w)[:, :, None]  # (k, n, 1) flat offsets of the two source rows
-    base1 = (classes * (h * w) + r1 * w)[:, :, None]
-    # width pass on both source rows, (k, n, span_w); torch: t = fma(s[x0], w0, s[x1] * w1)
+    base0 = np.repeat(classes * (h * w) + ci * w, span_w, axis=1)  # (k, n * span_w) source rows
+    base1 = np.repeat(classes * (h * w) + r1 * w, span_w, axis=1)
+    # width pass on both source rows; torch: t = fma(s[x0], w0, s[x1] * w1)
     t0 = _fma(flat[base0 + x0], wx0, flat[base0 + x1] * wx1).astype(np.float64)
     t1 = _fma(flat[base1 + x0], wx0, flat[base1 + x1] * wx1)
-    # height pass, (k, n, span_h, span_w), rounded once like an FMA: fma(t0, wy0, t1 * wy1)
-    val = t0[:, :, None, :] * ax_h.w0[rows].astype(np.float64)[:, :, None]
-    val += t1[:, :, None, :] * ax_h.w1[rows][:, :, None]
+    # height pass, (k, span_h, n * span_w), rounded once like an FMA: fma(t0, wy0, t1 * wy1)
+    wy0 = np.repeat(ax_h.w0[rows].T, span_w, axis=1)  # (span_h, n * span_w)
+    wy1 = np.repeat(ax_h.w1[rows].T, span_w, axis=1)
+    val = t0[:, None, :] * wy0.astype(np.float64)
+    val += t1[:, None, :] * wy1
     val32 = val.astype(np.float32)
     best = val32[0]
-    rank = np.zeros(best.shape, np.intp)
-    for r in range(1, k):
-        win = val32[r] > best
-        np.copyto(best, val32[r], where=win)
-        rank[win] = r
-    winner = classes.T[np.arange(n)[:, None, None], rank].astype(np.uint8)
-    pred[rows[:, :, None], cols[:, None, :]] = winner
+    rank = np.zeros(best.shape, np.uint8)
+    win, upd = np.empty(best.shape, bool), np.empty(best.shape, np.uint8)
+    for r in range(1, k):  # strict '>': the lowest class keeps exact ties, as np.argmax
+        np.greater(val32[r], best, out=win)
+        np.maximum(best, val32[r], out=best)
+        np.multiply(win, np.uint8(r), out=upd)  # ranks ascend: max(rank, win * r) is the update
+        np.maximum(rank, upd, out=rank)
+    winner = classes[rank, np.repeat(np.arange(n), span_w)[None, :]].astype(np.uint8)
+    at = (rows.T[:, :, None] * pred.shape[1] + cols[None, :, :]).reshape(rows.shape[1], -1)
+    pred.reshape(-1)[at] = winner  # a view: pred comes from np.repeat, C-contiguous

@@ -38,6 +38,10 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "max_abs_over_scale": ((int, float), True),
         "min_cosine": ((int, float), True),
         "min_argmax_agreement": ((int, float), True),
+        # max_abs_over_scale above is the outer bound; the gate applies
+        # min(it, noise_factor * max(measured float32 noise floor, noise_min_floor)) (intrada.noise)
+        "noise_factor": ((int, float), True),
+        "noise_min_floor": ((int, float), True),
     },
     "om": {
         "min_cosine": ((int, float), True),
@@ -235,6 +239,13 @@ def _check_ranges(path: Path, v: dict[str, dict[str, Any]]) -> None:
                          ("perf", "cpu_min_fraction_of_roofline")):
         if not 0.0 <= v[section][key] <= 1.0:
             raise ThresholdsError(path, f"{section}.{key} = {v[section][key]} is outside 0..1", "it is a fraction")
+    factor, floor = v["parity"]["noise_factor"], v["parity"]["noise_min_floor"]
+    if not 1.0 <= factor < math.inf:
+        raise ThresholdsError(path, f"parity.noise_factor = {factor} must be finite and >= 1",
+                              "a limit below the measured noise fails faithful exports")
+    if not 0.0 < floor < math.inf:
+        raise ThresholdsError(path, f"parity.noise_min_floor = {floor} must be finite and > 0",
+                              "use one float32 ulp, 1.1920929e-07")
     if not 0.0 <= v["accuracy"]["min_miou"] <= 100.0:
         raise ThresholdsError(path, f"accuracy.min_miou = {v['accuracy']['min_miou']} is outside 0..100",
                               "mIoU is in percent")

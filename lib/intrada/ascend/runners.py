@@ -17,26 +17,24 @@ chips; that conversion belongs to the perf gate, which knows the target's unit.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 import shutil
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import protocol
-from ..dumps import DumpSet, write_dumps
+from ..dumps import write_dumps
 from ..errors import BinsError, ToolError
-from ..runners.base import Runner, RunnerError
-from .tools import FAKE_MARKER, benchmark_is_fake, om_is_fake, run_logged
+from ..runners.base import Runner, RunnerError, RunRecord
+from .parsers import ais_bench_model_batch, batch_mismatch, parse_benchmark_perf, read_ais_bench_summary
+from .provenance import run_is_fake
+from .tools import run_logged
 
 _OUT_SHAPE = protocol.OUTPUT_SHAPE_CHW
 # the seed's gen_dataset_info call writes "512 1024" (width and height swapped, written verbatim)
@@ -49,39 +47,9 @@ def _timeout(images: int) -> float:
     return 600.0 + 10.0 * images
 
 
-@dataclass(frozen=True)
-class DeviceRun:
-    """One run of a device tool over a set of bins."""
-
-    tool: str  # "ais_bench-api", "ais_bench-cli" or "benchmark"
-    om: Path
-    batch_size: int
-    device_id: int
-    dumps: Path  # one file per sample and output, in the tool's own naming
-    convention: str  # key of intrada.dumps.CONVENTIONS
-    names: tuple[str, ...]
-    throughput: float  # samples/s on one device (chip), as the tool reports it
-    throughput_field: str  # which of the tool's numbers it is
-    command: tuple[str, ...] = ()
-    log: Path | None = None
-    fake: bool = False  # the tool or the om is a contract-test fake: not a device result
-    details: dict[str, Any] = field(default_factory=dict)
-    # where batch_size was read: the om's own input shape (checked), or only the flag the tool was
-    # given (unchecked: a throughput then rests on a name and is not judged)
-    batch_source: str = "unchecked"
-    batch_verified: bool = False
-
-    def open(self, samples: Sequence[Any] | None = None) -> DumpSet:
-        return DumpSet.open(self.dumps, list(samples) if samples is not None else list(self.names),
-                            convention=self.convention)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"tool": self.tool, "om": str(self.om), "batch_size": self.batch_size, "device_id": self.device_id,
-                "dumps": str(self.dumps), "convention": self.convention, "images": len(self.names),
-                "throughput": self.throughput, "throughput_field": self.throughput_field,
-                "command": list(self.command), "log": None if self.log is None else str(self.log),
-                "fake": self.fake, "batch_source": self.batch_source, "batch_verified": self.batch_verified,
-                **self.details}
+#: A device tool's run of a split is a :class:`~intrada.runners.base.RunRecord` whose timing is the
+#: tool's own (never a wall clock around a subprocess).
+DeviceRun = RunRecord
 
 
 def stage_inputs(bins_dir: Path, names: Sequence[str], dest: Path) -> Path:
@@ -122,24 +90,16 @@ class AscendRunner(Runner):
     def name(self) -> str:
         return f"{self.kind}-runner ({self.om.name})"
 
-    @property
-    def om_fake(self) -> bool:
-        return om_is_fake(self.om)
-
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "tool": self.kind, "om": str(self.om), "batch_size": self.batch_size,
-                "device_id": self.device_id, "fake": self.om_fake}
+                "device_id": self.device_id, "fake": run_is_fake(self.kind)}
 
     def _check_om(self) -> None:
         if not self.om.is_file():
             raise ToolError(self.om, "om file not found", "pass --om PATH.om or let the gate build it with atc")
 
-    def run_split(self, bins_dir: str | os.PathLike[str], names: Sequence[str], out_dir: str | os.PathLike[str], *,
-                  progress: bool = False) -> DeviceRun:
-        """Infer ``<bins_dir>/<name>.bin`` for every name with the tool; outputs under ``out_dir``."""
-        raise NotImplementedError
-
-    # -- the per-batch Runner interface on top of the directory-level tools ----------------------
+    # Device tools run whole directories of bins (run_split, overridden by each); only the Python
+    # API also has a per-batch infer.
     def _activate(self) -> None:
         self._check_om()
 
@@ -147,17 +107,8 @@ class AscendRunner(Runner):
         pass
 
     def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with tempfile.TemporaryDirectory(prefix=f"intrada-{self.kind}-") as tmp:
-            bins = Path(tmp) / "bins"
-            bins.mkdir()
-            names = [f"batch{i:05d}" for i in range(batch.shape[0])]
-            for name, sample in zip(names, batch):
-                np.ascontiguousarray(sample, dtype=protocol.BIN_DTYPE).tofile(bins / f"{name}.bin")
-            run = self.run_split(bins, names, Path(tmp) / "out")
-            dumps = run.open()
-            aux = np.stack([dumps.read(n, "aux") for n in names])
-            main = np.stack([dumps.read(n, "main") for n in names])
-        return aux, main
+        raise RunnerError(self.name, f"{self.kind} runs whole directories of bins, not single batches",
+                          "use run_split(), or the ais_bench-api runner for per-batch inference")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,19 +126,16 @@ class AisBenchApiRunner(AscendRunner):
         super().__init__(om, batch_size=batch_size, device_id=device_id)
         self.warmup = warmup  # the CLI's --warmup_count default
         self._session: Any = None
-        self._tool_fake = False
 
     def _activate(self) -> None:
         self._check_om()
         try:
             with warnings.catch_warnings():  # see tools.ais_bench_api_error
                 warnings.simplefilter("ignore")
-                import ais_bench
                 from ais_bench.infer.interface import InferSession
         except Exception as exc:  # ImportError, or OSError from the ACL shared libraries
             raise ToolError("ais_bench.infer.interface", f"cannot import the ais_bench Python API ({exc})",
                             "install the aclruntime and ais_bench wheels and source CANN's set_env.sh") from None
-        self._tool_fake = getattr(ais_bench, "INTRADA_CONTRACT_FAKE", None) == FAKE_MARKER
         try:
             self._session = InferSession(self.device_id, str(self.om))
         except Exception as exc:  # aclruntime raises RuntimeError with ACL error codes
@@ -241,7 +189,7 @@ class AisBenchApiRunner(AscendRunner):
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def run_split(self, bins_dir: str | os.PathLike[str], names: Sequence[str], out_dir: str | os.PathLike[str], *,
-                  progress: bool = False) -> DeviceRun:
+                  batch_size: int | None = None, progress: bool = False, desc: str | None = None) -> RunRecord:
         from tqdm import tqdm
 
         from ..preprocess import read_bins
@@ -272,7 +220,7 @@ class AisBenchApiRunner(AscendRunner):
         return DeviceRun(self.kind, self.om, self.batch_size, self.device_id, out_dir, "ais_bench", tuple(names),
                          1000.0 * self.batch_size / mean_ms,
                          "ais_bench 1000*batchsize/mean(NPU compute time) from InferSession.sumary().exec_time_list",
-                         fake=self._tool_fake or self.om_fake,
+                         fake=run_is_fake(self.kind),
                          details={"npu_compute_time_mean_ms": mean_ms, "npu_compute_runs": len(times)},
                          batch_source="the om's input shape (InferSession.get_inputs)", batch_verified=True)
 
@@ -301,7 +249,7 @@ class AisBenchCliRunner(AscendRunner):
                 "--output", str(output), "--output_dirname", dirname, "--device", str(self.device_id)]
 
     def run_split(self, bins_dir: str | os.PathLike[str], names: Sequence[str], out_dir: str | os.PathLike[str], *,
-                  progress: bool = False) -> DeviceRun:
+                  batch_size: int | None = None, progress: bool = False, desc: str | None = None) -> RunRecord:
         self._check_om()
         bins_dir, out_dir = Path(bins_dir), Path(out_dir).absolute()
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -328,60 +276,10 @@ class AisBenchCliRunner(AscendRunner):
         return DeviceRun(self.kind, self.om, self.batch_size, self.device_id, outputs, "ais_bench", tuple(names),
                          summary["throughput"], f"ais_bench {summary_path.name} 'throughput' "
                          "(1000*batchsize/NPU_compute_time.mean)", tuple(cmd), log,
-                         fake=summary.get("intrada_contract_fake") == FAKE_MARKER or self.om_fake,
+                         fake=run_is_fake(self.kind),
                          details={"npu_compute_time_mean_ms": summary["NPU_compute_time"].get("mean"),
                                   "summary": str(summary_path)},
                          batch_source=f"the om's input shape ({source})", batch_verified=True)
-
-
-def batch_mismatch(model_bs: int, expected: int, source: str) -> str:
-    return (f"the om's batch size is {model_bs} ({source}) but it was given as bs{expected} (its file name or "
-            f"--batch-sizes); a throughput computed with bs{expected} would be {expected / model_bs:g}x its real value")
-
-
-_MODEL_BATCH_RE = re.compile(r"try get model batchsize:\s*(\d+)")
-
-
-def ais_bench_model_batch(output: str, summary: dict[str, Any], where: Path) -> tuple[int, str]:
-    """The batch size ais_bench ran the om with, from what it says of the model: the log line
-    ``try get model batchsize:N`` (printed when no --batchsize is passed), cross-checked with the
-    summary, whose throughput is ``1000 * batchsize / NPU_compute_time.mean`` (summary.py)."""
-    mean = summary["NPU_compute_time"].get("mean")
-    from_summary = None
-    if isinstance(mean, (int, float)) and mean > 0:
-        from_summary = summary["throughput"] * mean / 1000.0
-    m = _MODEL_BATCH_RE.findall(output)
-    if m:
-        logged = int(m[-1])
-        if from_summary is not None and abs(from_summary - logged) > 0.01 * logged:
-            raise ToolError(where, f"throughput {summary['throughput']:.3f} with NPU_compute_time.mean {mean} ms "
-                            f"implies batch size {from_summary:.2f}, but ais_bench read {logged} from the om",
-                            "the summary does not belong to this run; re-run ais_bench")
-        return logged, "ais_bench: 'try get model batchsize'"
-    if from_summary is None or abs(from_summary - round(from_summary)) > 0.01 or round(from_summary) < 1:
-        raise ToolError(where, "cannot tell the batch size ais_bench ran the om with: no 'try get model batchsize' "
-                        f"line and the summary's throughput/NPU_compute_time give {from_summary!r}",
-                        "use an ais_bench that reads the batch from the om (2023 or newer), or the Python API runner")
-    return int(round(from_summary)), "ais_bench summary: throughput x NPU_compute_time.mean / 1000"
-
-
-def read_ais_bench_summary(path: Path) -> dict[str, Any]:
-    """The ``<dirname>_summary.json`` ais_bench writes beside its output folder, checked."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ToolError(path, "ais_bench wrote no summary file",
-                        "this ais_bench is too old or was interrupted; it writes <output>/<dirname>_summary.json") from None
-    except ValueError as exc:
-        raise ToolError(path, f"summary is not JSON ({exc})", "re-run ais_bench") from None
-    throughput = data.get("throughput") if isinstance(data, dict) else None
-    if not isinstance(throughput, (int, float)) or isinstance(throughput, bool) or not math.isfinite(throughput) \
-            or throughput <= 0:
-        raise ToolError(path, f"'throughput' is {throughput!r}, expected a positive number",
-                        "ais_bench reports 0 when it timed no inference; check the run's log")
-    if not isinstance(data.get("NPU_compute_time"), dict):
-        raise ToolError(path, "no 'NPU_compute_time' in the summary", "this file was not written by ais_bench")
-    return data
 
 
 # ----------------------------------------------------------------------------------------------
@@ -396,8 +294,15 @@ class LegacyBenchmarkRunner(AscendRunner):
     kind = "benchmark"
 
     def __init__(self, om: str | os.PathLike[str], *, batch_size: int, device_id: int = 0,
-                 executable: str | os.PathLike[str]) -> None:
+                 executable: str | os.PathLike[str] | None = None) -> None:
         super().__init__(om, batch_size=batch_size, device_id=device_id)
+        if executable is None:  # on PATH, or ./benchmark.<arch> as the seed's scripts call it
+            from .tools import benchmark_name, find_benchmark
+
+            executable = find_benchmark()
+            if executable is None:
+                raise ToolError(benchmark_name(), "not found on PATH nor in the current directory",
+                                "put the legacy benchmark tool on PATH or use --om-runner ais_bench-api")
         self.executable = Path(executable).absolute()
 
     def command(self, info_path: Path) -> list[str]:
@@ -407,7 +312,7 @@ class LegacyBenchmarkRunner(AscendRunner):
                 "-useDvpp=False"]
 
     def run_split(self, bins_dir: str | os.PathLike[str], names: Sequence[str], out_dir: str | os.PathLike[str], *,
-                  progress: bool = False) -> DeviceRun:
+                  batch_size: int | None = None, progress: bool = False, desc: str | None = None) -> RunRecord:
         from ..info import write_info
 
         self._check_om()
@@ -437,44 +342,9 @@ class LegacyBenchmarkRunner(AscendRunner):
         return DeviceRun(self.kind, self.om, self.batch_size, self.device_id, dumps, "benchmark", tuple(names),
                          rates["interface_throughput"],
                          f"benchmark {perf.name} [infer] 'Interface throughputRate' (per chip)", tuple(cmd), log,
-                         fake=FAKE_MARKER in text or benchmark_is_fake(self.executable) or self.om_fake,
+                         fake=run_is_fake(self.kind),
                          details={"perf_file": str(perf), "e2e_throughput": rates.get("e2e_throughput")},
                          batch_source="-batch_size flag only: the legacy tool does not report the om's batch")
-
-
-_PERF_LINE_RE = re.compile(r"^\s*\[(?P<label>[^\]]+)\]\s*(?P<body>.*)$")
-_NUMBER_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-
-
-def parse_benchmark_perf(text: str, where: str | os.PathLike[str] = "perf file") -> dict[str, float]:
-    """``[infer] throughputRate: X, Interface throughputRate: Z, moduleLatency: W`` -> Z (and the e2e
-    rate). Older tools label the lines ``[inference]`` / ``[postprocess]``; values may carry a
-    ``samples/s`` unit (the seed's parse.py strips it)."""
-    fields: dict[str, dict[str, float]] = {}
-    for line in text.splitlines():
-        m = _PERF_LINE_RE.match(line)
-        if not m:
-            continue
-        label = m.group("label").strip().lower()
-        values: dict[str, float] = {}
-        for item in m.group("body").split(","):
-            if ":" not in item:
-                continue
-            key, _, raw = item.partition(":")
-            num = _NUMBER_RE.search(raw)
-            if num:
-                values[key.strip()] = float(num.group(0))
-        fields[label] = values
-    infer = fields.get("infer") or fields.get("inference")
-    rate = None if infer is None else infer.get("Interface throughputRate")
-    if rate is None or not math.isfinite(rate) or rate <= 0:
-        raise ToolError(where, f"no positive 'Interface throughputRate' on an [infer] line (got {rate!r})",
-                        "this is not a benchmark perf_vision_*.txt file, or the run timed nothing")
-    out = {"interface_throughput": rate}
-    e2e = fields.get("e2e", {}).get("throughputRate")
-    if e2e is not None:
-        out["e2e_throughput"] = e2e
-    return out
 
 
 RUNNERS: dict[str, type[AscendRunner]] = {
@@ -484,12 +354,7 @@ RUNNERS: dict[str, type[AscendRunner]] = {
 }
 
 
-def make_runner(kind: str, om: Path, *, batch_size: int, device_id: int = 0,
-                benchmark: Path | None = None) -> AscendRunner:
-    if kind == LegacyBenchmarkRunner.kind:
-        if benchmark is None:
-            raise ValueError("the benchmark runner needs the executable")
-        return LegacyBenchmarkRunner(om, batch_size=batch_size, device_id=device_id, executable=benchmark)
+def make_runner(kind: str, om: Path, *, batch_size: int, device_id: int = 0) -> AscendRunner:
     if kind not in RUNNERS:
         raise ValueError(f"unknown runner kind {kind!r}; known: {', '.join(RUNNERS)}")
     return RUNNERS[kind](om, batch_size=batch_size, device_id=device_id)

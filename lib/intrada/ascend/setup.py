@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IntradaError, ToolError
-from .tools import AscendTools, NpuSmiInfo, benchmark_name, om_is_fake, resolve_om_option, soc_version_of
+from .provenance import declared_fakes
+from .tools import AscendTools, NpuSmiInfo, benchmark_name, resolve_om_option, soc_version_of
 
 INSTALL_HINT = ("on an Ascend machine: `source /usr/local/Ascend/ascend-toolkit/set_env.sh` (atc, npu-smi) and "
                 "`pip install` the aclruntime and ais_bench wheels (github.com/Ascend/tools, "
@@ -36,11 +37,11 @@ class AscendSetup:
     om_given: dict[int, Path] | None  # --om, by the batch size its name claims (checked against the om later)
     soc_version: str | None  # e.g. Ascend310P3
     soc_source: str  # "--soc-version", "npu-smi info", or why it is unknown
-    npu_smi_fake: bool
     runner: str | None  # the runner kind that will run the om
     device_id: int
     dumps_given: bool
     problem: Problem | None  # why no live om can be judged here; None when one can
+    fakes: tuple[str, ...] = ()  # declared by the tool environment (intrada.ascend.provenance)
 
     @property
     def nothing(self) -> bool:
@@ -48,17 +49,12 @@ class AscendSetup:
         return not (self.tools.anything or self.om_given or self.dumps_given) and \
             (self.problem is None or not self.problem.broken)
 
-    def fake_components(self, *extra: str) -> list[str]:
-        fakes = list(self.tools.fake_components())
-        if self.npu_smi_fake and "npu-smi" not in fakes:
-            fakes.append("npu-smi")
-        if self.om_given and any(om_is_fake(p) for p in self.om_given.values()):
-            fakes.append("om")
-        return sorted(set(fakes) | set(extra))
+    def fake_components(self) -> list[str]:
+        return list(self.fakes)
 
-    def device_label(self, *extra_fakes: str) -> str:
+    def device_label(self) -> str:
         label = f"{self.soc_version or 'unknown Ascend device'} (device {self.device_id})"
-        fakes = self.fake_components(*extra_fakes)
+        fakes = self.fake_components()
         if fakes:
             label += f" [FAKE: contract-test {', '.join(fakes)}; not a device result]"
         return label
@@ -101,7 +97,9 @@ def _soc(soc_option: str | None, npu: NpuSmiInfo | IntradaError | None,
 
 
 def resolve_setup(tools: AscendTools, *, om_option: Path | None, soc_option: str | None, device_id: int,
-                  runner_option: str, dumps_given: bool, npu: NpuSmiInfo | IntradaError | None) -> AscendSetup:
+                  runner_option: str, dumps_given: bool, npu: NpuSmiInfo | IntradaError | None,
+                  fakes: tuple[str, ...] | None = None) -> AscendSetup:
+    """``fakes``: the declared contract-test fakes (default: read from the environment)."""
     om_given, problem = None, None
     if om_option is not None:
         try:
@@ -128,5 +126,5 @@ def resolve_setup(tools: AscendTools, *, om_option: Path | None, soc_option: str
         # atc and a runner are here, so this is a device host that cannot say what it is
         problem = Problem(f"atc needs --soc_version ({soc_source}): pass --soc-version, e.g. Ascend310P3",
                           broken=True)
-    npu_fake = isinstance(npu, NpuSmiInfo) and npu.fake
-    return AscendSetup(tools, om_given, soc, soc_source, npu_fake, runner, device_id, dumps_given, problem)
+    return AscendSetup(tools, om_given, soc, soc_source, runner, device_id, dumps_given, problem,
+                       declared_fakes() if fakes is None else fakes)

@@ -7,7 +7,6 @@ that happens only when :func:`discover` is asked for it.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import os
@@ -17,18 +16,13 @@ import shutil
 import subprocess
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ToolError
-
-#: Written by every contract-test fake in tests/fakes/ (npu-smi version, toolkit install info,
-#: .om header, ais_bench package and summary, benchmark executable and perf file); never by a real
-#: tool. A run that touched any fake is reported as a contract test, not as a device result.
-FAKE_MARKER = "intrada-contract-fake"
-#: First bytes of the .om the fake atc writes (real oms are binary model files from ATC).
-FAKE_OM_MAGIC = b"INTRADA-FAKE-OM\n"
+from ..hashing import file_sha256
+from .parsers import NpuSmiInfo, parse_npu_smi_info
 
 RUNNER_KINDS: tuple[str, ...] = ("ais_bench-api", "ais_bench-cli", "benchmark")
 LOG_TAIL_LINES = 12
@@ -74,103 +68,8 @@ def run_logged(cmd: Sequence[str | os.PathLike[str]], *, what: str, log_path: Pa
     return proc.stdout
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _mentions_marker(path: Path, limit: int = 1 << 16) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return FAKE_MARKER.encode() in f.read(limit)
-    except OSError:
-        return False
-
-
 # --------------------------------------------------------------------------------------------
 # npu-smi
-
-@dataclass(frozen=True)
-class NpuChip:
-    npu_id: int
-    name: str  # e.g. "310P3", "310", "910B3"
-    chip_id: int
-    device_id: int | None  # the logical device id ais_bench / benchmark take; None when npu-smi omits it
-
-
-@dataclass(frozen=True)
-class NpuSmiInfo:
-    version: str
-    chips: tuple[NpuChip, ...]
-    raw: str = field(repr=False, default="")
-
-    @property
-    def fake(self) -> bool:
-        return FAKE_MARKER in self.raw
-
-    def chip_name(self, device_id: int) -> str:
-        """Name of the chip behind logical device ``device_id`` (the first chip when ids are absent)."""
-        if not self.chips:
-            raise ToolError("npu-smi info", "lists no NPU", "check the driver with `npu-smi info` and `dmesg`")
-        for chip in self.chips:
-            if chip.device_id == device_id:
-                return chip.name
-        if all(c.device_id is None for c in self.chips):
-            return self.chips[0].name
-        ids = ", ".join(str(c.device_id) for c in self.chips)
-        raise ToolError("npu-smi info", f"no device {device_id} (devices: {ids})", "pass --device-id with one of them")
-
-
-_ROW_RE = re.compile(r"^\|\s*(\d+)\s+(\S+)\s*\|")
-
-
-def parse_npu_smi_info(text: str) -> NpuSmiInfo:
-    """Parse the table of ``npu-smi info``.
-
-    The device table has a header pair ``| NPU Name | Health ...`` / ``| Chip Device | Bus-Id ...``,
-    then one block per NPU between ``+===...`` separators: its first row is ``| <npu> <name> | ...``
-    and each further row is ``| <chip> <device> | <bus-id> ...`` (one per chip: a 310 card lists four
-    chips). The process table that may follow (``| NPU Chip | Process id ...``) is ignored.
-    """
-    version = ""
-    m = re.search(r"npu-smi\s+(\S+)\s+Version:\s*(\S+)", text)
-    if m:
-        version = m.group(2)
-    chips: list[NpuChip] = []
-    in_devices = False
-    block: list[tuple[int, str]] = []
-
-    def flush() -> None:
-        if block:
-            npu_id, name = block[0]
-            rows = block[1:] or [(0, "")]
-            for chip_id, device in rows:
-                chips.append(NpuChip(npu_id, name, chip_id, int(device) if device.isdigit() else None))
-        block.clear()
-
-    for raw_line in text.splitlines():
-        line = raw_line.strip()
-        if re.match(r"^\|\s*NPU\s+Name\b", line):
-            in_devices = True
-            continue
-        if re.match(r"^\|\s*NPU\s+Chip\b", line):  # the process table
-            flush()
-            in_devices = False
-            continue
-        if not in_devices:
-            continue
-        if line.startswith("+"):
-            flush()
-            continue
-        row = _ROW_RE.match(line)
-        if row:
-            block.append((int(row.group(1)), row.group(2)))
-    flush()
-    return NpuSmiInfo(version, tuple(chips), text)
-
 
 def query_npu_smi(executable: str | None = None, timeout: float = 60.0) -> NpuSmiInfo | None:
     """``npu-smi info`` parsed, or None when npu-smi is not on PATH."""
@@ -213,10 +112,6 @@ class AtcTool:
     version: str  # CANN toolkit version, e.g. "6.0.RC1", or "unknown"
     version_source: str  # the file it was read from, or why it is unknown
     sha256: str  # of the resolved atc file: part of the om cache key even when the version is unknown
-
-    @property
-    def fake(self) -> bool:
-        return FAKE_MARKER in self.version or _mentions_marker(self.path)
 
 
 _INSTALL_INFO = "ascend_toolkit_install.info"
@@ -286,13 +181,6 @@ def ais_bench_cli_available() -> bool:
     return importlib.util.find_spec("ais_bench") is not None
 
 
-def ais_bench_is_fake() -> bool:
-    spec = importlib.util.find_spec("ais_bench")
-    if spec is None or not spec.origin:
-        return False
-    return _mentions_marker(Path(spec.origin))
-
-
 def benchmark_name() -> str:
     """``benchmark.x86_64`` or ``benchmark.aarch64``: the legacy tool ships one binary per host arch."""
     machine = platform.machine().lower()
@@ -308,20 +196,8 @@ def find_benchmark() -> Path | None:
     return local if local.is_file() and os.access(local, os.X_OK) else None
 
 
-def benchmark_is_fake(path: Path) -> bool:
-    return _mentions_marker(path)
-
-
 # --------------------------------------------------------------------------------------------
 # om files
-
-def om_is_fake(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(FAKE_OM_MAGIC)) == FAKE_OM_MAGIC
-    except OSError:
-        return False
-
 
 def om_batch_size_from_name(path: Path) -> int | None:
     """``intraDA_deeplabv2_bs16.om`` -> 16 (newer atc may append ``_linux_x86_64``)."""
@@ -360,7 +236,6 @@ class AscendTools:
     ais_bench_api: bool
     ais_bench_api_error: str | None
     ais_bench_cli: bool
-    ais_bench_fake: bool
     benchmark: Path | None
 
     @property
@@ -379,18 +254,6 @@ class AscendTools:
     def anything(self) -> bool:
         return self.atc is not None or bool(self.runtimes)
 
-    def fake_components(self) -> list[str]:
-        fakes = []
-        if self.atc is not None and self.atc.fake:
-            fakes.append("atc")
-        if self.npu_smi is not None and _mentions_marker(self.npu_smi):
-            fakes.append("npu-smi")
-        if self.ais_bench_fake and (self.ais_bench_api or self.ais_bench_cli):
-            fakes.append("ais_bench")
-        if self.benchmark is not None and benchmark_is_fake(self.benchmark):
-            fakes.append(self.benchmark.name)
-        return fakes
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "atc": None if self.atc is None else {"path": str(self.atc.path), "cann_version": self.atc.version,
@@ -399,7 +262,6 @@ class AscendTools:
             "ais_bench_api": self.ais_bench_api, "ais_bench_api_error": self.ais_bench_api_error,
             "ais_bench_cli": self.ais_bench_cli,
             "benchmark": None if self.benchmark is None else str(self.benchmark),
-            "fake_components": self.fake_components(),
         }
 
 
@@ -408,5 +270,4 @@ def discover(*, probe_api: bool = True) -> AscendTools:
     npu_smi = shutil.which("npu-smi")
     return AscendTools(atc=find_atc(), npu_smi=Path(npu_smi) if npu_smi else None,
                        ais_bench_api=api_error is None, ais_bench_api_error=api_error,
-                       ais_bench_cli=ais_bench_cli_available(), ais_bench_fake=ais_bench_is_fake(),
-                       benchmark=find_benchmark())
+                       ais_bench_cli=ais_bench_cli_available(), benchmark=find_benchmark())

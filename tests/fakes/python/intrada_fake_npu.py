@@ -46,6 +46,19 @@ class FakeNpuError(Exception):
     """A failure a real tool would report; the fakes print it and exit non-zero."""
 
 
+DECLARATION = "INTRADA_CONTRACT_FAKES"  # intrada.ascend.provenance.ENV
+
+
+def require_declared(component: str) -> None:
+    """A fake runs only where the environment declares it (intrada.ascend.provenance): a contract
+    test can then never be reported as a device result."""
+    declared = {c.strip() for c in os.environ.get(DECLARATION, "").split(",")}
+    if component not in declared:
+        sys.stderr.write(f"{component}: contract-test fake refused to run: the environment does not declare it in "
+                         f"{DECLARATION} (a fake must never pass for a device)\n")
+        raise SystemExit(3)
+
+
 def chip_name() -> str:
     return os.environ.get("INTRADA_FAKE_NPU_CHIP", "310P3")
 

@@ -193,6 +193,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main() -> int:
+    fake.require_declared("ais_bench")
     args = parser().parse_args()
     try:
         run(args)

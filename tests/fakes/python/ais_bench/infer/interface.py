@@ -23,6 +23,7 @@ class _Summary:
 class InferSession:
     def __init__(self, device_id: int, model_path: str, acl_json_path: str | None = None, debug: bool = False,
                  loop: int = 1) -> None:
+        fake.require_declared("ais_bench")
         try:
             self._model = fake.FakeModel(model_path, int(device_id))
         except fake.FakeNpuError as exc:

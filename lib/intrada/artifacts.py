@@ -1,0 +1,177 @@
+"""The gate's artifacts, built lazily into the artifact cache: the demo submission, the ONNX export,
+the preprocessed bins, a runner's outputs, an evaluation. Each is keyed by everything that made it,
+so a warm run builds nothing. Plain functions: the pytest fixtures, the suite's own tests and the
+benchmarks all call these, with a cache of their choosing.
+
+Run once, judge many times: runners write their outputs here once; judges only read them.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import protocol
+from .cache import ArtifactCache
+from .cityscapes import Sample, list_samples
+from .hashing import cached_file_sha256
+from .thresholds import Thresholds
+from .thresholds import load as load_thresholds
+
+
+# -- the submission --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Submission:
+    """What is being judged, resolved from the options (or the embedded demo)."""
+
+    weights: Path | None
+    onnx: Path | None  # a submitted ONNX; None means "export from weights"
+    cityscapes: Path
+    thresholds: Thresholds
+    samples: tuple[Sample, ...]
+    demo_model: bool
+    demo_data: bool
+    subset: bool  # fewer images than the official split (or --max-images)
+
+    @property
+    def accuracy_unmeaningful(self) -> str | None:
+        """Why an mIoU would measure nothing (submitted weights on the synthetic demo split), or None."""
+        if self.demo_model or not self.demo_data:
+            return None
+        return ("the accuracy of submitted weights on the synthetic demo split means nothing: pass --cityscapes ROOT "
+                "(the real val split)")
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.samples]
+
+
+def resolve_submission(cfg: Any, demo_dir: Path | None) -> Submission:
+    """``cfg``: the :class:`intrada.config.GateConfig`; ``demo_dir``: :func:`demo_entry` when the demo
+    split or model is used (None otherwise)."""
+    if (cfg.demo_data or cfg.demo_model) and demo_dir is None:
+        raise ValueError("the demo submission is needed: pass demo_entry(cache)")
+    weights = demo_dir / "checkpoint.pth" if cfg.demo_model and demo_dir is not None else cfg.weights
+    root = cfg.cityscapes if cfg.cityscapes is not None else demo_dir / "cityscapes"  # type: ignore[operator]
+    if cfg.thresholds is not None:
+        thresholds_path = cfg.thresholds
+    elif cfg.demo_model and demo_dir is not None:
+        thresholds_path = demo_dir / "thresholds.toml"
+    else:
+        thresholds_path = None
+    thresholds = load_thresholds(thresholds_path)
+    all_samples = list_samples(root, "val")
+    samples = all_samples[: cfg.max_images] if cfg.max_images else all_samples
+    full = thresholds.get("accuracy", "full_split_images")
+    subset = cfg.max_images is not None and cfg.max_images < len(all_samples) or len(all_samples) < full
+    return Submission(weights, cfg.onnx, root, thresholds, tuple(samples), cfg.demo_model, cfg.demo_data, subset)
+
+
+def demo_entry(cache: ArtifactCache) -> Path:
+    """The embedded demo submission (checkpoint.pth, cityscapes/, thresholds.toml) in ``cache``."""
+    from . import demo, model, pipeline
+    from .thresholds import DEFAULT_PATH
+
+    parts = {"seed": demo.DEMO_SEED, "images": demo.DEMO_IMAGES,
+             "code": pipeline.code_fingerprint(demo, model, protocol),
+             "thresholds": cached_file_sha256(DEFAULT_PATH)[:16]}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        demo.write_demo(tmp)
+        return {"images": demo.DEMO_IMAGES}
+
+    return cache.get_or_build("demo", parts, build, description="demo submission").path
+
+
+# -- model artifacts ---------------------------------------------------------------------------------
+def onnx_export_entry(cache: ArtifactCache, weights: Path) -> Path:
+    """ONNX export of ``weights`` in ``cache``, keyed by the checkpoint's sha256, opset, library
+    versions and exporter code. The checkpoint is loaded on a cache miss only."""
+    import onnx
+    import torch
+
+    from . import checkpoint, model, onnx_export, pipeline
+
+    parts = {"checkpoint_sha256": cached_file_sha256(weights), "opset": protocol.DEFAULT_OPSET,
+             "torch": torch.__version__, "onnx": onnx.__version__,
+             "code": pipeline.code_fingerprint(model, checkpoint, onnx_export, protocol)}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        onnx_export.export_onnx(checkpoint.load_model(weights)[0], tmp / "model.onnx")
+        return {"checkpoint": str(weights), "opset": protocol.DEFAULT_OPSET}
+
+    return cache.get_or_build("onnx", parts, build, description="ONNX export").file("model.onnx")
+
+
+# -- data artifacts ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Bins:
+    directory: Path
+    key: str
+    names: tuple[str, ...]
+
+    def path(self, name: str) -> Path:
+        return self.directory / f"{name}.bin"
+
+
+def bins_entry(cache: ArtifactCache, samples: Sequence[Sample], *, workers: int = 2) -> Bins:
+    """The seed's preprocessing of ``samples`` (one .bin each), keyed by the images' identity."""
+    import PIL
+
+    from . import pipeline, preprocess
+
+    images = [s.image for s in samples]
+    names = [s.name for s in samples]
+    parts = {"images": pipeline.stat_fingerprint(images), "names": names, "pillow": PIL.__version__,
+             "code": pipeline.code_fingerprint(preprocess, protocol)}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        preprocess.preprocess_split(list(samples), tmp, workers=workers, progress=True)
+        return {"images": len(images)}
+
+    entry = cache.get_or_build("bins", parts, build, description="preprocessed bins")
+    return Bins(entry.path, entry.key, tuple(names))
+
+
+def outputs_entry(cache: ArtifactCache, runner: Any, model_id: dict[str, Any], bins: Bins,
+                  samples: Sequence[Sample], description: str) -> Any:
+    """Outputs of ``runner`` on ``samples``, stored once as ais_bench-layout dumps; a DumpSet."""
+    from . import pipeline
+    from .dumps import DumpSet
+
+    names = [s.name for s in samples]
+    desc = {k: v for k, v in runner.describe().items() if k != "threads"}
+    parts = {"runner": desc, "model": model_id, "bins": bins.key, "names": names,
+             "code": pipeline.code_fingerprint(pipeline)}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        record = runner.run_split(bins.directory, names, tmp, batch_size=1, progress=True, desc=description)
+        return {"images": len(names), **desc, "throughput": record.throughput, "timing": record.throughput_field}
+
+    entry = cache.get_or_build("outputs", parts, build, description=description)
+    return DumpSet.open(entry.path, list(samples), convention="ais_bench")
+
+
+def evaluation_entry(cache: ArtifactCache, samples: Sequence[Sample], dumps: Any, description: str) -> dict[str, Any]:
+    """mIoU (score JSON) of a DumpSet over ``samples``, keyed by the dump files' and labels' identity."""
+    from . import evaluate, metrics, pipeline, postprocess
+
+    files = sorted(Path(dumps.directory).iterdir())
+    labels = [s.label_required for s in samples]
+    parts = {"dumps": pipeline.stat_fingerprint(files), "convention": dumps.convention,
+             "labels": pipeline.stat_fingerprint(labels), "names": [s.name for s in samples],
+             "code": pipeline.code_fingerprint(evaluate, metrics, postprocess, protocol)}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        result = evaluate.evaluate_dumps(list(samples), dumps, workers=2, label_cache_dir=cache.root / "labels",
+                                         progress=True)
+        (tmp / "score.json").write_text(json.dumps(result.score.to_json(), indent=1))
+        return {"miou": result.score.miou}
+
+    entry = cache.get_or_build("eval", parts, build, description=description)
+    return json.loads(entry.file("score.json").read_text())  # type: ignore[no-any-return]
+
+
+Loader = Callable[[], Any]
