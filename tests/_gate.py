@@ -1,6 +1,6 @@
 """Running the gate (`pytest acceptance ...`) from the suite's own tests.
 
-The pyramid: most gate tests run the gate *in this process* (``pytester.runpytest_inprocess``):
+The pyramid: most gate tests run the gate *in this process* (``pytest.main``, see below):
 torch, onnxruntime and OpenVINO are imported once, and the 180 MB checkpoint and ONNX are hashed
 once (``intrada.hashing`` memoises by path, size, mtime and inode). A real ``pytest acceptance``
 subprocess is kept where the process is the point: exit codes as a shell sees them, kill -9,
@@ -23,15 +23,19 @@ every output. Those runs only read what the seed built (they add at most an eval
 (``--weights/--cityscapes/--thresholds``, see :attr:`GateSeed.real_args`): same paths, so they hit
 the seeded bins and outputs from their own cache.
 
-In-process runs go through ``pytest.main`` (:func:`run_inprocess`), not ``pytester.runpytest_inprocess``:
-pytester removes every module a run imported from ``sys.modules`` afterwards, and re-importing
-C-extension packages in one process breaks them (onnx: "module 'onnx.onnx_cpp2py_export.checker'
-has no attribute 'CheckerContext'"; torch's exporter aborts the process). Here what a run imports
-stays imported, as in the acceptance/ part of the README's run; ``sys.path`` is restored. Other
-caveats, handled here or by the callers: ``--basetemp`` is always given, so an inner run never prunes
-the outer session's temp dirs; environment fakes (PATH, PYTHONPATH, INTRADA_FAKE_*) go through
-monkeypatch, and a package put on ``sys.path`` for this process must be taken off it and out of
-``sys.modules`` by the test (tests/test_ascend_contract.py: ``_drop_fake_modules``).
+In-process runs go through ``pytest.main`` (:func:`run_inprocess`), and these tests do not use the
+``pytester`` fixture at all: pytester removes from ``sys.modules`` every module first imported while
+it was active (after each in-process run, and again at the test's teardown), and in a process
+holding torch, onnx and onnxruntime that breaks things: re-imported C-extension packages lose
+attributes (onnx: "module 'onnx.onnx_cpp2py_export.checker' has no attribute 'CheckerContext'"),
+torch's exporter aborts the process, and a re-imported lib module is no longer the one its
+importers hold (multiprocessing: "Can't pickle <function _evaluate_one>: it's not the same object as
+intrada.evaluate._evaluate_one"). Here what a run imports stays imported, as in the acceptance/ part
+of the README's run; ``sys.path`` and the working directory are restored. Other caveats, handled
+here or by the callers: ``--basetemp`` is always given, so an inner run never prunes the outer
+session's temp dirs; environment fakes (PATH, PYTHONPATH, INTRADA_FAKE_*) go through monkeypatch,
+and a package put on ``sys.path`` for this process must be taken off it and out of ``sys.modules``
+by the test (tests/test_ascend_contract.py: ``_drop_fake_modules``).
 """
 from __future__ import annotations
 
@@ -103,7 +107,7 @@ class GateRun:
     stderr: str
     outlines: list[str]
     report: dict[str, Any]
-    result: pytest.RunResult | None = field(default=None, repr=False)
+    result: pytest.RunResult = field(repr=False)
 
     @classmethod
     def of(cls, result: pytest.RunResult, report_dir: Path | None) -> GateRun:
@@ -129,7 +133,6 @@ class GateRun:
         return self.tests[name]["message"]
 
     def parseoutcomes(self) -> dict[str, int]:
-        assert self.result is not None
         return self.result.parseoutcomes()
 
     def skip_reasons(self) -> set[str]:
@@ -141,20 +144,30 @@ class GateRun:
         return (self.stdout + self.stderr)[-4000:]
 
 
-def run_gate(pytester: pytest.Pytester, *args: str, cache: Path | None, report: Path | None = None,
+def run_gate(workdir: Path, *args: str, cache: Path | None, report: Path | None = None,
              subprocess: bool = False, timeout: float = 900) -> GateRun:
-    """`pytest acceptance --cache-dir CACHE --report DIR ARGS...` in this process (default) or in a
-    subprocess. ``report`` defaults to a fresh directory under ``pytester.path``; ``cache=None``
-    passes no --cache-dir (the test's own --cache-dir or $INTRADA_CACHE_DIR decides)."""
-    report = report or pytester.path / f"report-{time.monotonic_ns()}"
-    argv = [*GATE_ARGS, *(["--cache-dir", str(cache)] if cache is not None else []), "--report", str(report), *args]
-    if subprocess:
-        # the gate of this checkout, whatever PYTHONPATH the test set (the Ascend fakes replace it)
-        with _env(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "lib"), os.environ.get("PYTHONPATH")]))):
-            result = pytester.runpytest_subprocess(*argv, timeout=timeout)
-    else:
-        result = run_inprocess([f"--basetemp={pytester.path / f'basetemp-{time.monotonic_ns()}'}", *argv])
+    """`pytest acceptance --cache-dir CACHE --report DIR ARGS...` run from ``workdir``, in this process
+    (default) or in a subprocess. ``report`` defaults to a fresh directory under ``workdir``;
+    ``cache=None`` passes no --cache-dir (the test's own --cache-dir or $INTRADA_CACHE_DIR decides)."""
+    report = report or workdir / f"report-{time.monotonic_ns()}"
+    argv = [f"--basetemp={workdir / f'basetemp-{time.monotonic_ns()}'}", *GATE_ARGS,
+            *(["--cache-dir", str(cache)] if cache is not None else []), "--report", str(report), *args]
+    result = run_subprocess(argv, workdir, timeout) if subprocess else run_inprocess(argv, workdir)
     return GateRun.of(result, report)
+
+
+def run_subprocess(argv: list[str], workdir: Path, timeout: float) -> pytest.RunResult:
+    """``python -m pytest ARGV`` in a new process, from ``workdir``, with the current environment and
+    this checkout's lib/ first on PYTHONPATH (whatever PYTHONPATH the test set: the Ascend fakes
+    replace it)."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "lib"), os.environ.get("PYTHONPATH")]))}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pytest", *argv], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return pytest.RunResult(proc.returncode, proc.stdout.splitlines(), proc.stderr.splitlines(),
+                            time.perf_counter() - t0)
 
 
 def demo_entry() -> Path:
@@ -223,31 +236,30 @@ class _QuietGc:
         config.stash[gc_collect_iterations_key] = 0
 
 
-def run_inprocess(argv: list[str]) -> pytest.RunResult:
-    """``pytest.main(argv)`` in this process, its stdout and stderr captured (see the module docstring)."""
+def run_inprocess(argv: list[str], workdir: Path) -> pytest.RunResult:
+    """``pytest.main(argv)`` in this process from ``workdir``, its stdout and stderr captured (see the
+    module docstring)."""
     import importlib
 
     importlib.invalidate_caches()
     out, err = io.StringIO(), io.StringIO()
-    saved_path = list(sys.path)
+    saved_path, saved_cwd = list(sys.path), os.getcwd()
     t0 = time.perf_counter()
     try:
+        os.chdir(workdir)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             ret = pytest.main(argv, plugins=[_QuietGc()])
     finally:
         sys.path[:] = saved_path
+        os.chdir(saved_cwd)
     return pytest.RunResult(int(ret), out.getvalue().splitlines(), err.getvalue().splitlines(),
                             time.perf_counter() - t0)
 
 
 def run_gate_here(workdir: Path, *args: str, cache: Path, run_id: str | None = None) -> GateRun:
-    """:func:`run_gate` in this process for session and module fixtures, which have no pytester."""
-    report = workdir / f"report-{time.monotonic_ns()}"
-    argv = [f"--basetemp={workdir / f'basetemp-{time.monotonic_ns()}'}", *GATE_ARGS, "--cache-dir", str(cache),
-            "--report", str(report), *args]
+    """:func:`run_gate` in this process, its cache events tagged with ``run_id`` (for fixtures)."""
     with _env(**({RUN_ID_ENV: run_id} if run_id is not None else {})):
-        result = run_inprocess(argv)
-    return GateRun.of(result, report)
+        return run_gate(workdir, *args, cache=cache)
 
 
 def build_session_seed(workdir: Path) -> GateSeed:

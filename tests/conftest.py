@@ -288,8 +288,8 @@ def gate_seed(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture
-def own_cache(pytester: pytest.Pytester, gate_seed: Any) -> Path:
+def own_cache(tmp_path: Path, gate_seed: Any) -> Path:
     """This test's own artifact cache: hard links of every complete entry of the session cache."""
     from _gate import seed_cache
 
-    return seed_cache(pytester.path / "cache", gate_seed.cache)
+    return seed_cache(tmp_path / "cache", gate_seed.cache)

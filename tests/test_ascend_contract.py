@@ -28,7 +28,6 @@ from intrada.ascend import atc, provenance, runners, tools
 from intrada.errors import ToolError
 from intrada.runners.base import RunnerError
 
-pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[1]
 FAKES = Path(__file__).resolve().parent / "fakes"
@@ -467,7 +466,7 @@ def test_importing_the_ascend_package_needs_no_ascend_software(no_ascend) -> Non
 
 
 # ---------------------------------------------------------------------------------------------
-# the om gate end to end (pytester runs of acceptance/), on the toy model and a 2-image split
+# the om gate end to end (runs of acceptance/, tests/_gate.py), on the toy model and a 2-image split
 
 def _toy_cityscapes(root: Path, n: int = 2) -> Path:
     """A tiny split in the official layout: smooth 2048x1024 images, blocky labelIds."""
@@ -507,14 +506,14 @@ def toy_gate(toy: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.fixture
-def toy_cache(pytester: pytest.Pytester, toy_gate: dict) -> Path:
+def toy_cache(tmp_path: Path, toy_gate: dict) -> Path:
     """This test's own cache: hard links of the toy's bins and ONNX Runtime outputs."""
     from _gate import seed_cache
 
-    return seed_cache(pytester.path / "cache", toy_gate["cache"])
+    return seed_cache(tmp_path / "cache", toy_gate["cache"])
 
 
-def run_gate(pytester: pytest.Pytester, cache: Path, *args: str, subprocess: bool = False) -> pytest.RunResult:
+def run_gate(workdir: Path, cache: Path, *args: str, subprocess: bool = False) -> pytest.RunResult:
     """The gate in this process (``subprocess=True``: in a new one), with this test's environment."""
     from _gate import run_gate as run
 
@@ -524,9 +523,7 @@ def run_gate(pytester: pytest.Pytester, cache: Path, *args: str, subprocess: boo
         i = argv.index("--report")
         report = Path(argv[i + 1])
         del argv[i:i + 2]
-    result = run(pytester, *argv, cache=cache, report=report, subprocess=subprocess).result
-    assert result is not None
-    return result
+    return run(workdir, *argv, cache=cache, report=report, subprocess=subprocess).result
 
 
 def without_fake_ais_bench(fakes: pytest.MonkeyPatch) -> None:
@@ -549,13 +546,13 @@ def read_report(directory: Path) -> dict:
     return json.loads((directory / "report.json").read_text())
 
 
-def test_without_ascend_tools_every_om_test_skips_with_one_reason(pytester: pytest.Pytester, no_ascend,
+def test_without_ascend_tools_every_om_test_skips_with_one_reason(tmp_path: Path, no_ascend,
                                                                    toy_gate: dict, toy_cache: Path) -> None:
     if tools.discover().anything:
         pytest.skip("real Ascend tools are installed on this machine: nothing-available cannot be simulated")
     from intrada.ascend.setup import NOTHING_REASON
 
-    result = run_gate(pytester, toy_cache, "-m", "om", *toy_gate["args"], "--batch-sizes", "1,4")
+    result = run_gate(tmp_path, toy_cache, "-m", "om", *toy_gate["args"], "--batch-sizes", "1,4")
     outcomes = result.parseoutcomes()
     assert outcomes.get("skipped") == 7 and "passed" not in outcomes and "failed" not in outcomes, outcomes
     assert skip_reasons(result) == {NOTHING_REASON}
@@ -571,8 +568,8 @@ def test_without_ascend_tools_every_om_test_skips_with_one_reason(pytester: pyte
     ("cli-requested", "--om-runner ais_bench-cli: ais_bench is not importable by this Python", True),
     ("no-soc", "atc needs --soc_version (no --soc-version and no npu-smi on PATH): pass --soc-version", True),
 ])
-def test_partial_setups_say_what_is_missing_and_never_pass(pytester: pytest.Pytester, fakes, toy: dict,
-                                                         toy_gate: dict, toy_cache: Path, tmp_path: Path,
+def test_partial_setups_say_what_is_missing_and_never_pass(tmp_path: Path, fakes, toy: dict,
+                                                         toy_gate: dict, toy_cache: Path,
                                                          setup: str, reason: str, broken: bool) -> None:
     """-m om asks for the om gate. Something missing (nothing can run the --om; a runner with no om)
     skips the live-om tests with the reason; something asked for and missing (--om-runner), or a
@@ -594,7 +591,7 @@ def test_partial_setups_say_what_is_missing_and_never_pass(pytester: pytest.Pyte
     else:  # atc and ais_bench, but nothing tells atc the SoC
         (only / "atc").symlink_to(FAKE_ATC_BIN / "atc")
         fakes.setenv("PATH", os.pathsep.join([str(only), _base_path()]))
-    result = run_gate(pytester, toy_cache, *args)
+    result = run_gate(tmp_path, toy_cache, *args)
     outcomes = result.parseoutcomes()
     assert result.ret != 0, outcomes
     if broken:
@@ -607,11 +604,11 @@ def test_partial_setups_say_what_is_missing_and_never_pass(pytester: pytest.Pyte
         assert re.search(r"om +NOT JUDGED \(required: -m 'om'", result.stdout.str())
 
 
-def test_a_device_id_the_host_does_not_have_fails_with_npu_smis_line(pytester: pytest.Pytester, fakes,
+def test_a_device_id_the_host_does_not_have_fails_with_npu_smis_line(tmp_path: Path, fakes,
                                                                      toy_gate: dict, toy_cache: Path) -> None:
     """--device-id 1 on a one-device host: npu-smi's own line, every live-om test fails, exit 1 (it
     used to skip with "atc needs --soc_version" and pass)."""
-    result = run_gate(pytester, toy_cache, "-m", "om", *toy_gate["args"], "--batch-sizes", "1",
+    result = run_gate(tmp_path, toy_cache, "-m", "om", *toy_gate["args"], "--batch-sizes", "1",
                       "--device-id", "1")
     outcomes = result.parseoutcomes()
     assert result.ret == pytest.ExitCode.TESTS_FAILED and "passed" not in outcomes, outcomes
@@ -619,14 +616,13 @@ def test_a_device_id_the_host_does_not_have_fails_with_npu_smis_line(pytester: p
     assert "ToolError: om gate: npu-smi info: no device 1 (devices: 0)" in result.stdout.str()
 
 
-def test_a_renamed_om_fails_the_gate_naming_both_batch_sizes(pytester: pytest.Pytester, fakes, toy: dict,
-                                                             toy_gate: dict, toy_cache: Path,
-                                                             tmp_path: Path) -> None:
+def test_a_renamed_om_fails_the_gate_naming_both_batch_sizes(tmp_path: Path, fakes, toy: dict,
+                                                             toy_gate: dict, toy_cache: Path) -> None:
     """A bs1 om passed as <name>_bs4.om with the CLI runner: it used to pass parity and report 4x its
     throughput. Now the run fails with both numbers."""
     renamed = tmp_path / "intraDA_deeplabv2_bs4.om"
     shutil.copyfile(_convert(toy, 1), renamed)
-    result = run_gate(pytester, toy_cache, "-m", "om", *toy_gate["args"], "--om", str(renamed),
+    result = run_gate(tmp_path, toy_cache, "-m", "om", *toy_gate["args"], "--om", str(renamed),
                       "--om-runner", "ais_bench-cli", "--batch-sizes", "4")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert "passed" not in result.parseoutcomes()
@@ -634,14 +630,14 @@ def test_a_renamed_om_fails_the_gate_naming_both_batch_sizes(pytester: pytest.Py
                      result.stdout.str())
 
 
-def test_faithful_om_passes_and_is_reported_as_a_contract_test(pytester: pytest.Pytester, fakes, toy_gate: dict,
-                                                                 toy_cache: Path, tmp_path: Path) -> None:
+def test_faithful_om_passes_and_is_reported_as_a_contract_test(tmp_path: Path, fakes, toy_gate: dict,
+                                                                 toy_cache: Path) -> None:
     """fp16 rounding (the fake's force_fp16) stays within the om limits; the 310P3 bs1 target is met
     by the reported NPU time; bs2 has no target and is recorded, not judged. Every record says FAKE.
     In a subprocess: a new process finds the tools from PATH and PYTHONPATH alone, as on a device host."""
     fakes.setenv("INTRADA_FAKE_NPU_MS", "20")  # 1000 * 1 / 20 = 50 fps >= 46.25
     report = tmp_path / "report"
-    result = run_gate(pytester, toy_cache, "-m", "om and not accuracy", *toy_gate["args"], "--om-runner",
+    result = run_gate(tmp_path, toy_cache, "-m", "om and not accuracy", *toy_gate["args"], "--om-runner",
                       "ais_bench-cli", "--batch-sizes", "1,2", "--report", str(report), subprocess=True)
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed") == 3 and outcomes.get("skipped") == 3 and "failed" not in outcomes, \
@@ -680,12 +676,12 @@ def test_faithful_om_passes_and_is_reported_as_a_contract_test(pytester: pytest.
     ("noise", r"rel\. euclidean 0\.\d+ > 0\.05"),
     ("perturb", r"main: argmax agreement \d+\.\d+% < 99\.000%"),
 ])
-def test_broken_om_fails_the_om_gate(pytester: pytest.Pytester, fakes, toy_gate: dict, toy_cache: Path,
+def test_broken_om_fails_the_om_gate(tmp_path: Path, fakes, toy_gate: dict, toy_cache: Path,
                                      mode: str, failure: str) -> None:
     """Wrong output order, fp16-like noise beyond the limits, perturbed logits: each fails om-vs-ONNX
     parity (the Python API runner is used: it is the default when importable)."""
     fakes.setenv("INTRADA_FAKE_NPU_OUTPUTS", mode)
-    result = run_gate(pytester, toy_cache, "-m", "om", "-k", "test_om_matches_onnx and not dumps", *toy_gate["args"],
+    result = run_gate(tmp_path, toy_cache, "-m", "om", "-k", "test_om_matches_onnx and not dumps", *toy_gate["args"],
                       "--batch-sizes", "1")
     failed = [line for line in result.outlines if line.startswith("FAILED")]
     assert len(failed) == 1 and "test_om_matches_onnx[om]" in failed[0], "\n".join(result.outlines[-30:])
@@ -694,23 +690,23 @@ def test_broken_om_fails_the_om_gate(pytester: pytest.Pytester, fakes, toy_gate:
     assert "via ais_bench-api" in text and "FAKE: contract-test" in text
 
 
-def test_slow_om_fails_the_device_target(pytester: pytest.Pytester, fakes, toy_gate: dict,
+def test_slow_om_fails_the_device_target(tmp_path: Path, fakes, toy_gate: dict,
                                          toy_cache: Path) -> None:
     fakes.setenv("INTRADA_FAKE_NPU_MS", "40")  # 25 fps < 46.25
-    result = run_gate(pytester, toy_cache, "-m", "om", "-k", "throughput", *toy_gate["args"],
+    result = run_gate(tmp_path, toy_cache, "-m", "om", "-k", "throughput", *toy_gate["args"],
                       "--batch-sizes", "1")
     result.assert_outcomes(failed=1)
     assert re.search(r"perf \[om\]: FAIL: 25\.000 fps < 46\.250 \(target: seed README", result.stdout.str())
 
 
-def test_310_card_throughput_is_the_per_chip_rate_times_four(pytester: pytest.Pytester, fakes, toy_gate: dict,
-                                                              toy_cache: Path, tmp_path: Path) -> None:
+def test_310_card_throughput_is_the_per_chip_rate_times_four(tmp_path: Path, fakes, toy_gate: dict,
+                                                              toy_cache: Path) -> None:
     """The seed's 310 figure: benchmark's per-chip Interface throughputRate x 4 chips (7.27 x 4 = 29.09
     >= 28.792, while the per-chip rate alone would fail); the report row says so."""
     fakes.setenv("INTRADA_FAKE_NPU_CHIP", "310")
     fakes.setenv("INTRADA_FAKE_NPU_MS", "550")  # bs4: 1000 * 4 / 550 = 7.2727 per chip
     report = tmp_path / "report"
-    result = run_gate(pytester, toy_cache, "-m", "om", "-k", "throughput", *toy_gate["args"],
+    result = run_gate(tmp_path, toy_cache, "-m", "om", "-k", "throughput", *toy_gate["args"],
                       "--om-runner", "benchmark", "--batch-sizes", "4", "--report", str(report))
     result.assert_outcomes(passed=1)
     (verdict,) = results(read_report(report), kind="throughput")
@@ -730,8 +726,8 @@ def _fake_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("mode", ["fp16", "swap"])
-def test_recorded_dumps_alone_are_judged_against_the_onnx(pytester: pytest.Pytester, no_ascend, toy_gate: dict,
-                                                           toy_cache: Path, tmp_path: Path, mode: str) -> None:
+def test_recorded_dumps_alone_are_judged_against_the_onnx(tmp_path: Path, no_ascend, toy_gate: dict,
+                                                           toy_cache: Path, mode: str) -> None:
     """The workflow without a device here: ais_bench ran on an Ascend machine and its output folder
     is passed with --dumps. Parity and |delta mIoU| are judged; the live-om tests say why they skip."""
     from intrada.cityscapes import list_samples
@@ -746,7 +742,7 @@ def test_recorded_dumps_alone_are_judged_against_the_onnx(pytester: pytest.Pytes
     subprocess.run([sys.executable, "-m", "ais_bench", "--model", str(tmp_path / "toy_bs1.om"), "--batchsize", "1",
                     "--input", str(bins), "--output", str(tmp_path / "result"), "--output_dirname", "result_bs1"],
                    check=True, env=_fake_env(INTRADA_FAKE_NPU_OUTPUTS=mode), capture_output=True)
-    result = run_gate(pytester, toy_cache, "-m", "om", *toy_gate["args"], "--batch-sizes", "1",
+    result = run_gate(tmp_path, toy_cache, "-m", "om", *toy_gate["args"], "--batch-sizes", "1",
                       "--dumps", str(tmp_path / "result" / "result_bs1"))
     outcomes = result.parseoutcomes()
     failed = [line for line in result.outlines if line.startswith("FAILED")]
@@ -758,11 +754,11 @@ def test_recorded_dumps_alone_are_judged_against_the_onnx(pytester: pytest.Pytes
     assert any(r.startswith("judging --dumps only: no atc, ais_bench or benchmark here") for r in skip_reasons(result))
 
 
-def test_atc_failure_fails_the_om_tests_quoting_its_log(pytester: pytest.Pytester, fakes, toy_gate: dict,
+def test_atc_failure_fails_the_om_tests_quoting_its_log(tmp_path: Path, fakes, toy_gate: dict,
                                                         toy_cache: Path) -> None:
     fakes.setenv("INTRADA_FAKE_ATC_FAIL", "Op[Conv_1] unsupported on this SoC")
     # a SoC no other test converts for: the om cache must miss so that atc really runs
-    result = run_gate(pytester, toy_cache, "-m", "om", "-k", "not dumps", *toy_gate["args"],
+    result = run_gate(tmp_path, toy_cache, "-m", "om", "-k", "not dumps", *toy_gate["args"],
                       "--batch-sizes", "1", "--soc-version", "Ascend310B1")
     outcomes = result.parseoutcomes()
     # every live-om test errors with the same atc failure; atc ran once (the failure is remembered)
@@ -809,8 +805,7 @@ def _demo_files(gate_seed) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fp16", "swap", "noise", "perturb"])
-def test_demo_om_through_the_fakes(pytester: pytest.Pytester, fakes, gate_seed, demo_om_cache: Path,
-                                   tmp_path: Path, mode: str) -> None:
+def test_demo_om_through_the_fakes(tmp_path: Path, fakes, gate_seed, demo_om_cache: Path, mode: str) -> None:
     """The full om gate on the demo's DeepLabv2 (4 images): atc with the seed's flags, the ais_bench
     API, parity, |delta mIoU|, om mIoU and throughput. An om is judged, so ONNX Runtime runs only on
     the run plan's sample (3 of the 4 images, the demo's [om] onnx_sample_images) and that sample
@@ -822,7 +817,7 @@ def test_demo_om_through_the_fakes(pytester: pytest.Pytester, fakes, gate_seed, 
     fakes.setenv("INTRADA_FAKE_NPU_MS", "20")
     fakes.setenv("INTRADA_FAKE_NPU_OUTPUTS", mode)
     report = tmp_path / "report"
-    result = run_gate(pytester, seed_cache(pytester.path / "cache", demo_om_cache), "-m", "om",
+    result = run_gate(tmp_path, seed_cache(tmp_path / "cache", demo_om_cache), "-m", "om",
                       *_demo_files(gate_seed), "--max-images", "4", "--batch-sizes", "1", "--report", str(report))
     outcomes = result.parseoutcomes()
     data = read_report(report)

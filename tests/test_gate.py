@@ -59,11 +59,11 @@ def test_embedded_submission_passes_every_gate(gate_seed: GateSeed) -> None:
     assert len(data["sections"]["artifacts.onnx"]["sha256"]) == 64
 
 
-def test_real_weights_on_the_demo_split_cannot_pass_the_accuracy_gate(pytester: pytest.Pytester,
+def test_real_weights_on_the_demo_split_cannot_pass_the_accuracy_gate(tmp_path: Path,
                                                                       gate_seed: GateSeed) -> None:
     """--weights without --cityscapes: an mIoU on the synthetic split would be meaningless, so the
     accuracy test skips; the accuracy gate was asked for (-m accuracy, --weights), so the run fails."""
-    run = run_gate(pytester, "--benchmark-disable", "-m", "accuracy", "--weights", str(gate_seed.weights),
+    run = run_gate(tmp_path, "--benchmark-disable", "-m", "accuracy", "--weights", str(gate_seed.weights),
                    cache=gate_seed.cache)
     assert run.outcomes()["test_onnxruntime_miou"] == "skipped"
     assert "means nothing: pass --cityscapes ROOT" in run.messages()["test_onnxruntime_miou"]
@@ -74,12 +74,12 @@ def test_real_weights_on_the_demo_split_cannot_pass_the_accuracy_gate(pytester: 
                                       r"submitted weights on the synthetic demo split means nothing.*"])
 
 
-def test_a_required_gate_whose_tests_all_skip_fails_the_run(pytester: pytest.Pytester, gate_seed: GateSeed) -> None:
+def test_a_required_gate_whose_tests_all_skip_fails_the_run(tmp_path: Path, gate_seed: GateSeed) -> None:
     """The general rule, as a shell sees it (subprocess): parity passes, but perf (selected, benchmarks
     disabled) and om (--require, no Ascend tool here) judged nothing: exit code 1, each with its
     reason, in the report too."""
-    report = pytester.path / "report"
-    run = run_gate(pytester, "--benchmark-disable", "-m", "parity or perf", "--require", "om", "--batch-sizes", "1",
+    report = tmp_path / "report"
+    run = run_gate(tmp_path, "--benchmark-disable", "-m", "parity or perf", "--require", "om", "--batch-sizes", "1",
                    "-k", "not openvino", cache=gate_seed.cache, report=report, subprocess=True)
     assert run.ret == pytest.ExitCode.TESTS_FAILED, run.tail()
     gates = run.report["verdicts"]
@@ -94,11 +94,11 @@ def test_a_required_gate_whose_tests_all_skip_fails_the_run(pytester: pytest.Pyt
     assert "| om | **NOT JUDGED (required)** | --require |" in (report / "report.md").read_text()
 
 
-def test_demo_on_the_real_path_gives_the_same_verdict(pytester: pytest.Pytester, gate_seed: GateSeed,
+def test_demo_on_the_real_path_gives_the_same_verdict(tmp_path: Path, gate_seed: GateSeed,
                                                       own_cache: Path) -> None:
     """`intrada demo` + --weights/--cityscapes/--thresholds: nothing is special-cased for the demo.
     The default run is the seed (every gate); its parity and accuracy tests are what -m selects here."""
-    run = run_gate(pytester, "--benchmark-disable", "-m", GATES, *gate_seed.real_args(), cache=own_cache)
+    run = run_gate(tmp_path, "--benchmark-disable", "-m", GATES, *gate_seed.real_args(), cache=own_cache)
     assert run.ret == 0, run.tail()
     default = gate_seed.default.report["verdicts"]
     expected = {t["test"].split("::", 1)[1]: t["outcome"] for g in ("parity", "accuracy") for t in default[g]["tests"]}
@@ -106,13 +106,13 @@ def test_demo_on_the_real_path_gives_the_same_verdict(pytester: pytest.Pytester,
     assert accuracy(run.report, "onnxruntime")["miou"] == accuracy(gate_seed.default.report, "onnxruntime")["miou"]
 
 
-def test_subset_is_not_certified_without_permission(pytester: pytest.Pytester, gate_seed: GateSeed,
+def test_subset_is_not_certified_without_permission(tmp_path: Path, gate_seed: GateSeed,
                                                     own_cache: Path) -> None:
     """--max-images on a thresholds file that does not allow subsets: the accuracy gate fails."""
-    strict = pytester.path / "strict.toml"
+    strict = tmp_path / "strict.toml"
     strict.write_text(gate_seed.thresholds.read_text().replace(
         'allow_subset = { value = true', 'allow_subset = { value = false'))
-    run = run_gate(pytester, "--benchmark-disable", "-m", "accuracy", "--weights", str(gate_seed.weights),
+    run = run_gate(tmp_path, "--benchmark-disable", "-m", "accuracy", "--weights", str(gate_seed.weights),
                    "--cityscapes", str(gate_seed.cityscapes), "--thresholds", str(strict), "--max-images", "2",
                    cache=own_cache)
     assert run.ret == 1
@@ -140,7 +140,7 @@ def mutant_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("mutants")
 
 
-def test_onnx_with_swapped_outputs_fails_parity_and_accuracy(pytester: pytest.Pytester, gate_seed: GateSeed,
+def test_onnx_with_swapped_outputs_fails_parity_and_accuracy(tmp_path: Path, gate_seed: GateSeed,
                                                               own_cache: Path, mutant_dir: Path) -> None:
     """A known-bad submission as a shell sees it (subprocess): exit code 1."""
     import onnx
@@ -151,7 +151,7 @@ def test_onnx_with_swapped_outputs_fails_parity_and_accuracy(pytester: pytest.Py
     model.graph.output.extend([outs[1], outs[0]])
     path = mutant_dir / "swapped.onnx"
     onnx.save(model, str(path))
-    run = run_gate(pytester, "--benchmark-disable", *MUTANT, *gate_seed.real_args(), "--onnx", str(path),
+    run = run_gate(tmp_path, "--benchmark-disable", *MUTANT, *gate_seed.real_args(), "--onnx", str(path),
                    cache=own_cache, subprocess=True)
     o = run.outcomes()
     assert o["test_onnx_well_formed"] == "passed"
@@ -161,7 +161,7 @@ def test_onnx_with_swapped_outputs_fails_parity_and_accuracy(pytester: pytest.Py
     assert run.ret == 1
 
 
-def test_onnx_from_perturbed_weights_fails_parity_only(pytester: pytest.Pytester, gate_seed: GateSeed,
+def test_onnx_from_perturbed_weights_fails_parity_only(tmp_path: Path, gate_seed: GateSeed,
                                                        own_cache: Path, mutant_dir: Path) -> None:
     import torch
 
@@ -174,7 +174,7 @@ def test_onnx_from_perturbed_weights_fails_parity_only(pytester: pytest.Pytester
             # 1% of each tensor's spread: mIoU stays ~84 (above 80), logits move by ~0.3
             p.add_(torch.randn(p.shape, generator=gen) * 0.01 * float(p.std()))
     path = _export_raw(model, mutant_dir / "perturbed.onnx")
-    run = run_gate(pytester, "--benchmark-disable", *MUTANT, *gate_seed.real_args(), "--onnx", str(path),
+    run = run_gate(tmp_path, "--benchmark-disable", *MUTANT, *gate_seed.real_args(), "--onnx", str(path),
                    cache=own_cache)
     o = run.outcomes()
     assert o["test_onnxruntime_matches_pytorch"] == "failed", run.messages()
@@ -183,13 +183,13 @@ def test_onnx_from_perturbed_weights_fails_parity_only(pytester: pytest.Pytester
     assert o["test_onnxruntime_miou"] == "passed", "the perturbation must be one only parity can see"
 
 
-def test_onnx_with_floor_pooling_fails_well_formedness(pytester: pytest.Pytester, gate_seed: GateSeed,
+def test_onnx_with_floor_pooling_fails_well_formedness(tmp_path: Path, gate_seed: GateSeed,
                                                        own_cache: Path, mutant_dir: Path) -> None:
     from intrada.checkpoint import load_model
 
     model, _ = load_model(gate_seed.weights, ceil_mode=False)
     path = _export_raw(model, mutant_dir / "floor.onnx")
-    run = run_gate(pytester, "--benchmark-disable", *MUTANT, *gate_seed.real_args(), "--onnx", str(path),
+    run = run_gate(tmp_path, "--benchmark-disable", *MUTANT, *gate_seed.real_args(), "--onnx", str(path),
                    cache=own_cache)
     o = run.outcomes()
     assert o["test_onnx_well_formed"] == "failed"
@@ -259,13 +259,13 @@ def _derived(src: Path, dst: Path, rename: dict[str, str], keep: Any = None) -> 
 DUMP_GATES = "accuracy or om"
 
 
-def _run_dumps(pytester: pytest.Pytester, gate_seed: GateSeed, dumps_dir: Path, *extra: str) -> GateRun:
-    return run_gate(pytester, "--benchmark-disable", "-m", DUMP_GATES, "--dumps", str(dumps_dir), *extra,
+def _run_dumps(tmp_path: Path, gate_seed: GateSeed, dumps_dir: Path, *extra: str) -> GateRun:
+    return run_gate(tmp_path, "--benchmark-disable", "-m", DUMP_GATES, "--dumps", str(dumps_dir), *extra,
                     cache=gate_seed.cache)
 
 
-def test_faithful_dumps_pass(pytester: pytest.Pytester, gate_seed: GateSeed, dumps: dict) -> None:
-    run = _run_dumps(pytester, gate_seed, dumps["good"])
+def test_faithful_dumps_pass(tmp_path: Path, gate_seed: GateSeed, dumps: dict) -> None:
+    run = _run_dumps(tmp_path, gate_seed, dumps["good"])
     o = run.outcomes()
     assert o["test_device_dumps_miou"] == "passed"
     assert o["test_om_matches_onnx[dumps]"] == "passed"
@@ -273,9 +273,9 @@ def test_faithful_dumps_pass(pytester: pytest.Pytester, gate_seed: GateSeed, dum
 
 
 @pytest.mark.parametrize("kind", ["rgb", "nomean"])
-def test_dumps_from_wrong_preprocessing_fail(pytester: pytest.Pytester, gate_seed: GateSeed, dumps: dict,
+def test_dumps_from_wrong_preprocessing_fail(tmp_path: Path, gate_seed: GateSeed, dumps: dict,
                                              kind: str) -> None:
-    run = _run_dumps(pytester, gate_seed, dumps[kind], "--max-images", "2")
+    run = _run_dumps(tmp_path, gate_seed, dumps[kind], "--max-images", "2")
     o = run.outcomes()
     assert o["test_device_dumps_miou"] == "failed"
     assert o["test_om_matches_onnx[dumps]"] == "failed"
@@ -283,21 +283,21 @@ def test_dumps_from_wrong_preprocessing_fail(pytester: pytest.Pytester, gate_see
     assert accuracy(run.report, "dumps")["miou"] < 30
 
 
-def test_dumps_with_aux_as_main_fail(pytester: pytest.Pytester, gate_seed: GateSeed, dumps: dict,
+def test_dumps_with_aux_as_main_fail(tmp_path: Path, gate_seed: GateSeed, dumps: dict,
                                      mutant_dir: Path) -> None:
     swapped = _derived(dumps["good"], mutant_dir / "dumps-aux", {"0": "1", "1": "0"})
-    run = _run_dumps(pytester, gate_seed, swapped)
+    run = _run_dumps(tmp_path, gate_seed, swapped)
     o = run.outcomes()
     assert o["test_device_dumps_miou"] == "failed"
     assert o["test_om_matches_onnx[dumps]"] == "failed"
     assert o["test_onnxruntime_miou"] == "passed"
 
 
-def test_dumps_for_half_the_images_fail(pytester: pytest.Pytester, gate_seed: GateSeed, dumps: dict,
+def test_dumps_for_half_the_images_fail(tmp_path: Path, gate_seed: GateSeed, dumps: dict,
                                         mutant_dir: Path) -> None:
     names = sorted({f.stem.rsplit("_", 1)[0] for f in dumps["good"].glob("*.bin")})
     half = _derived(dumps["good"], mutant_dir / "dumps-half", {"0": "0", "1": "1"}, keep=set(names[:4]).__contains__)
-    run = _run_dumps(pytester, gate_seed, half)
+    run = _run_dumps(tmp_path, gate_seed, half)
     o = run.outcomes()
     assert o["test_device_dumps_miou"] in ("failed", "error")
     assert "missing" in run.messages()["test_device_dumps_miou"]
@@ -305,21 +305,21 @@ def test_dumps_for_half_the_images_fail(pytester: pytest.Pytester, gate_seed: Ga
     assert "Traceback" not in run.stdout
 
 
-def test_dumps_with_nan_fail_naming_the_file(pytester: pytest.Pytester, gate_seed: GateSeed, dumps: dict,
+def test_dumps_with_nan_fail_naming_the_file(tmp_path: Path, gate_seed: GateSeed, dumps: dict,
                                              mutant_dir: Path) -> None:
     bad = _derived(dumps["good"], mutant_dir / "dumps-nan", {"0": "0", "1": "1"})
     victim = sorted(bad.glob("*_1.bin"))[2]
     data = np.fromfile(victim, dtype=np.float32)
     data[100:110] = np.nan
     data.tofile(victim)
-    run = _run_dumps(pytester, gate_seed, bad)
+    run = _run_dumps(tmp_path, gate_seed, bad)
     assert run.outcomes()["test_device_dumps_miou"] in ("failed", "error")
     assert victim.name in run.messages()["test_device_dumps_miou"]
 
 
-def test_legacy_benchmark_naming_is_detected(pytester: pytest.Pytester, gate_seed: GateSeed, dumps: dict,
+def test_legacy_benchmark_naming_is_detected(tmp_path: Path, gate_seed: GateSeed, dumps: dict,
                                              mutant_dir: Path) -> None:
     legacy = _derived(dumps["good"], mutant_dir / "dumps-legacy", {"0": "1", "1": "2"})
-    run = _run_dumps(pytester, gate_seed, legacy)
+    run = _run_dumps(tmp_path, gate_seed, legacy)
     assert run.outcomes()["test_device_dumps_miou"] == "passed"
     assert accuracy(run.report, "dumps")["miou"] == accuracy(run.report, "onnxruntime")["miou"]
