@@ -78,9 +78,11 @@ def link_tree(src: Path, dst: Path) -> Path:
     return dst
 
 
-def seed_cache(dst: Path, src: Path = SESSION_CACHE, kinds: tuple[str, ...] | None = None) -> Path:
-    """A fresh cache at ``dst`` holding hard links of ``src``'s complete entries (of ``kinds``; all
-    kinds and the label cache by default), without events, locks or temp dirs."""
+def seed_cache(dst: Path, src: Path = SESSION_CACHE, kinds: tuple[str, ...] | None = None,
+               keys: frozenset[tuple[str, str]] | None = None) -> Path:
+    """A fresh cache at ``dst`` holding hard links of ``src``'s complete entries (of ``kinds``, or only
+    the ``(kind, key)`` pairs in ``keys``; everything by default) and its label cache, without events,
+    locks or temp dirs."""
     from intrada.cache_manifest import KEY_HEX_CHARS, MANIFEST
 
     assert _KEY_RE.pattern == rf"^[0-9a-f]{{{KEY_HEX_CHARS}}}$"
@@ -92,6 +94,8 @@ def seed_cache(dst: Path, src: Path = SESSION_CACHE, kinds: tuple[str, ...] | No
             link_tree(kind_dir, dst / "labels")
             continue
         for entry in sorted(kind_dir.iterdir()):
+            if keys is not None and (kind_dir.name, entry.name) not in keys:
+                continue
             if _KEY_RE.match(entry.name) and (entry / MANIFEST).is_file():
                 link_tree(entry, dst / kind_dir.name / entry.name)
     return dst
@@ -189,7 +193,13 @@ class GateSeed:
     onnx: Path  # the demo checkpoint's ONNX export (cache entry)
     default: GateRun  # `pytest acceptance --benchmark-disable`, the embedded submission
     default_run_id: str  # its run id in the cache's events.jsonl
+    keys: frozenset[tuple[str, str]]  # (kind, key) of every entry the seed runs built or hit
     seconds: float
+
+    def copy(self, dst: Path) -> Path:
+        """A test's own cache: hard links of the entries the seed runs used (not whatever else the
+        session cache holds from other versions of the code)."""
+        return seed_cache(dst, self.cache, keys=self.keys)
 
     @property
     def weights(self) -> Path:
@@ -271,15 +281,19 @@ def build_session_seed(workdir: Path) -> GateSeed:
     * ``-m "parity or accuracy" -k "not openvino" --max-images 2``: the 2-image bins, ONNX Runtime and
       PyTorch outputs that the 2-image gate runs of the suite read.
     """
+    from intrada.cache_events import read_events
+
     t0 = time.perf_counter()
-    run_id = f"seed-{uuid.uuid4().hex[:12]}"
+    run_id, small_id = f"seed-{uuid.uuid4().hex[:12]}", f"seed-2-{uuid.uuid4().hex[:12]}"
     default = run_gate_here(workdir, "--benchmark-disable", cache=SESSION_CACHE, run_id=run_id)
     if default.ret != 0:
         pytest.fail(f"the session seed run (`pytest acceptance` on the demo) failed:\n{default.tail()}", pytrace=False)
-    small = run_gate_here(workdir, "-m", "parity or accuracy", "-k", "not openvino", "--max-images", "2",
-                          cache=SESSION_CACHE)
+    small = run_gate_here(workdir, "--benchmark-disable", "-m", "parity or accuracy", "-k", "not openvino",
+                          "--max-images", "2", cache=SESSION_CACHE, run_id=small_id)
     if small.ret != 0:
         pytest.fail(f"the 2-image session seed run failed:\n{small.tail()}", pytrace=False)
+    keys = frozenset((e["kind"], e["key"]) for rid in (run_id, small_id) for e in read_events(SESSION_CACHE, run_id=rid)
+                     if e["event"] in ("hit", "build"))
     demo = Path(default.report["sections"]["artifacts.checkpoint"]["path"]).parent
     onnx = Path(default.report["sections"]["artifacts.onnx"]["path"])
-    return GateSeed(SESSION_CACHE, demo, onnx, default, run_id, time.perf_counter() - t0)
+    return GateSeed(SESSION_CACHE, demo, onnx, default, run_id, keys, time.perf_counter() - t0)

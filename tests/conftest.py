@@ -289,7 +289,5 @@ def gate_seed(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture
 def own_cache(tmp_path: Path, gate_seed: Any) -> Path:
-    """This test's own artifact cache: hard links of every complete entry of the session cache."""
-    from _gate import seed_cache
-
-    return seed_cache(tmp_path / "cache", gate_seed.cache)
+    """This test's own artifact cache: hard links of the session cache's entries the seed used."""
+    return gate_seed.copy(tmp_path / "cache")

@@ -780,12 +780,12 @@ def demo_om_cache(gate_seed, tmp_path_factory: pytest.TempPathFactory) -> Path:
     the first 4 demo images and ONNX Runtime's outputs on the run plan's sample of them. Built once, by
     a gate run in this process judging zero-valued --dumps (device outputs make the plan sample, as an
     om does; no fake is needed for that). Each test copies it (hard links)."""
-    from _gate import run_gate_here, seed_cache
+    from _gate import run_gate_here
     from intrada.cityscapes import list_samples
     from intrada.dumps import write_dumps
 
     root = tmp_path_factory.mktemp("demo-om")
-    cache = seed_cache(root / "cache", gate_seed.cache)
+    cache = gate_seed.copy(root / "cache")
     zeros = np.zeros(protocol.OUTPUT_SHAPE_CHW, np.float32)
     for s in list_samples(gate_seed.cityscapes)[:4]:
         write_dumps(root / "dumps", s.name, zeros, zeros)

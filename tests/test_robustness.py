@@ -68,7 +68,7 @@ def demo() -> Path:
 
 def seeded_cache(root: Path, demo: Path) -> Path:
     """A fresh cache holding only the demo entry (no events, no other artifacts)."""
-    return seed_cache(root, demo.parent.parent, kinds=("demo",))
+    return seed_cache(root, demo.parent.parent, keys=frozenset({("demo", demo.name)}))
 
 
 @pytest.fixture
@@ -431,9 +431,8 @@ def test_not_onnx_fails_the_parity_gate(tmp_path: Path, demo: Path, own_demo_cac
 @pytest.fixture(scope="module")
 def toy_onnx(tmp_path_factory: pytest.TempPathFactory, toy_factory: Callable[..., Any],
              toy_exporter: Callable[..., Path]) -> dict[str, Path]:
-    """The toy model (exact IntraDA interface, exports in a second) with one defect each. Exported here,
-    not inside a pytester test: pytester restores sys.modules afterwards, and torch's exporter modules
-    imported during one test and dropped would be imported a second time (which aborts the process)."""
+    """The toy model (exact IntraDA interface, exports in a second) with one defect each, exported once
+    for the module."""
     d = tmp_path_factory.mktemp("toy-onnx")
     nan = toy_factory()
     with torch.no_grad():
