@@ -273,3 +273,21 @@ def toy_onnx(tmp_path_factory: pytest.TempPathFactory, toy_model: ToyDeepLab) ->
 def toy_batch() -> np.ndarray:
     """Two images scaled like BGR-minus-mean input."""
     return np.random.default_rng(7).normal(0.0, 50.0, (2, 3, 512, 1024)).astype(np.float32)
+
+
+# --- the gate's session cache ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gate_seed(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The session cache with the embedded demo's artifacts built by running the gate in this
+    process (tests/_gate.py: build_session_seed); acceptance/ reuses them in the README's run."""
+    from _gate import build_session_seed
+
+    return build_session_seed(tmp_path_factory.mktemp("gate-seed"))
+
+
+@pytest.fixture
+def own_cache(tmp_path: Path, gate_seed: Any) -> Path:
+    """This test's own artifact cache: hard links of the session cache's entries the seed used."""
+    return gate_seed.copy(tmp_path / "cache")

@@ -28,7 +28,6 @@ from intrada.ascend import atc, parsers, provenance, runners, tools
 from intrada.errors import ToolError
 from intrada.runners.base import RunnerError
 
-pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[1]
 FAKES = Path(__file__).resolve().parent / "fakes"
@@ -467,7 +466,7 @@ def test_importing_the_ascend_package_needs_no_ascend_software(no_ascend) -> Non
 
 
 # ---------------------------------------------------------------------------------------------
-# the om gate end to end (pytester runs of acceptance/), on the toy model and a 2-image split
+# the om gate end to end (runs of acceptance/, tests/_gate.py), on the toy model and a 2-image split
 
 def _toy_cityscapes(root: Path, n: int = 2) -> Path:
     """A tiny split in the official layout: smooth 2048x1024 images, blocky labelIds."""
@@ -491,18 +490,50 @@ def _toy_cityscapes(root: Path, n: int = 2) -> Path:
 
 @pytest.fixture(scope="module")
 def toy_gate(toy: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The toy submission (--onnx, --cityscapes) and one artifact cache shared by every gate run here,
-    so bins and ONNX Runtime outputs are computed once."""
+    """The toy submission (--onnx, --cityscapes) and an artifact cache holding its bins and ONNX Runtime
+    outputs, built once here by a gate run (in this process); each test copies it (``toy_cache``)."""
+    from _gate import run_gate_here
+
     root = tmp_path_factory.mktemp("toy-gate")
     split = _toy_cityscapes(root / "cityscapes")
-    return {"cache": root / "cache", "args": ["--onnx", str(toy["onnx"]), "--cityscapes", str(split)],
-            "split": split, "onnx": toy["onnx"]}
+    args = ["--onnx", str(toy["onnx"]), "--cityscapes", str(split)]
+    cache = root / "cache"
+    seed = run_gate_here(root, "--benchmark-disable", "-m", "accuracy", "-k", "test_onnxruntime_miou", *args,
+                         cache=cache)
+    assert seed.outcomes() == {"test_onnxruntime_miou": "failed"}, seed.tail()  # the toy scores nothing
+    assert {p.name for p in cache.iterdir() if p.is_dir()} >= {"bins", "outputs"}, seed.tail()
+    return {"cache": cache, "args": args, "split": split, "onnx": toy["onnx"]}
 
 
-def run_gate(pytester: pytest.Pytester, cache: Path, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess(
-        str(REPO / "acceptance"), "-c", str(REPO / "pytest.ini"), "--rootdir", str(REPO), "-p", "no:cacheprovider",
-        "--cache-dir", str(cache), *args, timeout=900)
+@pytest.fixture
+def toy_cache(tmp_path: Path, toy_gate: dict) -> Path:
+    """This test's own cache: hard links of the toy's bins and ONNX Runtime outputs."""
+    from _gate import seed_cache
+
+    return seed_cache(tmp_path / "cache", toy_gate["cache"])
+
+
+def run_gate(workdir: Path, cache: Path, *args: str, subprocess: bool = False) -> pytest.RunResult:
+    """The gate in this process (``subprocess=True``: in a new one), with this test's environment."""
+    from _gate import run_gate as run
+
+    argv = list(args)
+    report = None
+    if "--report" in argv:
+        i = argv.index("--report")
+        report = Path(argv[i + 1])
+        del argv[i:i + 2]
+    return run(workdir, *argv, cache=cache, report=report, subprocess=subprocess).result
+
+
+def without_fake_ais_bench(fakes: pytest.MonkeyPatch) -> None:
+    """ais_bench no longer importable, by subprocesses (PYTHONPATH) nor by this process (sys.path)."""
+    import importlib
+
+    fakes.delenv("PYTHONPATH")
+    fakes.setattr(sys, "path", [p for p in sys.path if p != str(FAKE_PYTHON)])
+    _drop_fake_modules()
+    importlib.invalidate_caches()
 
 
 def skip_reasons(result: pytest.RunResult) -> set[str]:
@@ -515,13 +546,13 @@ def read_report(directory: Path) -> dict:
     return json.loads((directory / "report.json").read_text())
 
 
-def test_without_ascend_tools_every_om_test_skips_with_one_reason(pytester: pytest.Pytester, no_ascend,
-                                                                   toy_gate: dict) -> None:
+def test_without_ascend_tools_every_om_test_skips_with_one_reason(tmp_path: Path, no_ascend,
+                                                                   toy_gate: dict, toy_cache: Path) -> None:
     if tools.discover().anything:
         pytest.skip("real Ascend tools are installed on this machine: nothing-available cannot be simulated")
     from intrada.ascend.setup import NOTHING_REASON
 
-    result = run_gate(pytester, toy_gate["cache"], "-m", "om", *toy_gate["args"], "--batch-sizes", "1,4")
+    result = run_gate(tmp_path, toy_cache, "-m", "om", *toy_gate["args"], "--batch-sizes", "1,4")
     outcomes = result.parseoutcomes()
     assert outcomes.get("skipped") == 7 and "passed" not in outcomes and "failed" not in outcomes, outcomes
     assert skip_reasons(result) == {NOTHING_REASON}
@@ -537,9 +568,9 @@ def test_without_ascend_tools_every_om_test_skips_with_one_reason(pytester: pyte
     ("cli-requested", "--om-runner ais_bench-cli: ais_bench is not importable by this Python", True),
     ("no-soc", "atc needs --soc_version (no --soc-version and no npu-smi on PATH): pass --soc-version", True),
 ])
-def test_partial_setups_say_what_is_missing_and_never_pass(pytester: pytest.Pytester, fakes, toy: dict,
-                                                         toy_gate: dict, tmp_path: Path, setup: str,
-                                                         reason: str, broken: bool) -> None:
+def test_partial_setups_say_what_is_missing_and_never_pass(tmp_path: Path, fakes, toy: dict,
+                                                         toy_gate: dict, toy_cache: Path,
+                                                         setup: str, reason: str, broken: bool) -> None:
     """-m om asks for the om gate. Something missing (nothing can run the --om; a runner with no om)
     skips the live-om tests with the reason; something asked for and missing (--om-runner), or a
     device host that cannot tell atc its SoC, fails them. Either way the run does not pass."""
@@ -549,18 +580,18 @@ def test_partial_setups_say_what_is_missing_and_never_pass(pytester: pytest.Pyte
     if setup == "om-only":
         args += ["--om", str(_convert(toy, 1))]  # converted while atc is still reachable
         fakes.setenv("PATH", _base_path())
-        fakes.delenv("PYTHONPATH")
+        without_fake_ais_bench(fakes)
     elif setup == "benchmark-only":
         (only / tools.benchmark_name()).symlink_to(FAKE_BIN / "benchmark.x86_64")
         fakes.setenv("PATH", os.pathsep.join([str(only), _base_path()]))
-        fakes.delenv("PYTHONPATH")
+        without_fake_ais_bench(fakes)
     elif setup == "cli-requested":
-        fakes.delenv("PYTHONPATH")
+        without_fake_ais_bench(fakes)
         args += ["--om-runner", "ais_bench-cli"]
     else:  # atc and ais_bench, but nothing tells atc the SoC
         (only / "atc").symlink_to(FAKE_ATC_BIN / "atc")
         fakes.setenv("PATH", os.pathsep.join([str(only), _base_path()]))
-    result = run_gate(pytester, toy_gate["cache"], *args)
+    result = run_gate(tmp_path, toy_cache, *args)
     outcomes = result.parseoutcomes()
     assert result.ret != 0, outcomes
     if broken:
@@ -573,11 +604,11 @@ def test_partial_setups_say_what_is_missing_and_never_pass(pytester: pytest.Pyte
         assert re.search(r"om +NOT JUDGED \(required: -m 'om'", result.stdout.str())
 
 
-def test_a_device_id_the_host_does_not_have_fails_with_npu_smis_line(pytester: pytest.Pytester, fakes,
-                                                                     toy_gate: dict) -> None:
+def test_a_device_id_the_host_does_not_have_fails_with_npu_smis_line(tmp_path: Path, fakes,
+                                                                     toy_gate: dict, toy_cache: Path) -> None:
     """--device-id 1 on a one-device host: npu-smi's own line, every live-om test fails, exit 1 (it
     used to skip with "atc needs --soc_version" and pass)."""
-    result = run_gate(pytester, toy_gate["cache"], "-m", "om", *toy_gate["args"], "--batch-sizes", "1",
+    result = run_gate(tmp_path, toy_cache, "-m", "om", *toy_gate["args"], "--batch-sizes", "1",
                       "--device-id", "1")
     outcomes = result.parseoutcomes()
     assert result.ret == pytest.ExitCode.TESTS_FAILED and "passed" not in outcomes, outcomes
@@ -585,13 +616,13 @@ def test_a_device_id_the_host_does_not_have_fails_with_npu_smis_line(pytester: p
     assert "ToolError: om gate: npu-smi info: no device 1 (devices: 0)" in result.stdout.str()
 
 
-def test_a_renamed_om_fails_the_gate_naming_both_batch_sizes(pytester: pytest.Pytester, fakes, toy: dict,
-                                                             toy_gate: dict, tmp_path: Path) -> None:
+def test_a_renamed_om_fails_the_gate_naming_both_batch_sizes(tmp_path: Path, fakes, toy: dict,
+                                                             toy_gate: dict, toy_cache: Path) -> None:
     """A bs1 om passed as <name>_bs4.om with the CLI runner: it used to pass parity and report 4x its
     throughput. Now the run fails with both numbers."""
     renamed = tmp_path / "intraDA_deeplabv2_bs4.om"
     shutil.copyfile(_convert(toy, 1), renamed)
-    result = run_gate(pytester, toy_gate["cache"], "-m", "om", *toy_gate["args"], "--om", str(renamed),
+    result = run_gate(tmp_path, toy_cache, "-m", "om", *toy_gate["args"], "--om", str(renamed),
                       "--om-runner", "ais_bench-cli", "--batch-sizes", "4")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert "passed" not in result.parseoutcomes()
@@ -599,14 +630,15 @@ def test_a_renamed_om_fails_the_gate_naming_both_batch_sizes(pytester: pytest.Py
                      result.stdout.str())
 
 
-def test_faithful_om_passes_and_is_reported_as_a_contract_test(pytester: pytest.Pytester, fakes,
-                                                                 toy_gate: dict, tmp_path: Path) -> None:
+def test_faithful_om_passes_and_is_reported_as_a_contract_test(tmp_path: Path, fakes, toy_gate: dict,
+                                                                 toy_cache: Path) -> None:
     """fp16 rounding (the fake's force_fp16) stays within the om limits; the 310P3 bs1 target is met
-    by the reported NPU time; bs2 has no target and is recorded, not judged. Every record says FAKE."""
+    by the reported NPU time; bs2 has no target and is recorded, not judged. Every record says FAKE.
+    In a subprocess: a new process finds the tools from PATH and PYTHONPATH alone, as on a device host."""
     fakes.setenv("INTRADA_FAKE_NPU_MS", "20")  # 1000 * 1 / 20 = 50 fps >= 46.25
     report = tmp_path / "report"
-    result = run_gate(pytester, toy_gate["cache"], "-m", "om and not accuracy", *toy_gate["args"],
-                      "--om-runner", "ais_bench-cli", "--batch-sizes", "1,2", "--report", str(report))
+    result = run_gate(tmp_path, toy_cache, "-m", "om and not accuracy", *toy_gate["args"], "--om-runner",
+                      "ais_bench-cli", "--batch-sizes", "1,2", "--report", str(report), subprocess=True)
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed") == 3 and outcomes.get("skipped") == 3 and "failed" not in outcomes, \
         "\n".join(result.outlines[-30:])
@@ -631,7 +663,7 @@ def test_faithful_om_passes_and_is_reported_as_a_contract_test(pytester: pytest.
     assert delta["details"]["contract_fake"] and delta["state"] == "passed"
     assert data["verdicts"]["om"]["verdict"] == "PASS" and result.ret == 0
     # the om is cached under everything that made it, with atc's log beside it
-    manifests = [json.loads(p.read_text()) for p in (toy_gate["cache"] / "om").glob("*/manifest.json")]
+    manifests = [json.loads(p.read_text()) for p in (toy_cache / "om").glob("*/manifest.json")]
     (bs1,) = [m for m in manifests if m["parts"]["flags"] == atc.seed_flags(1, "Ascend310P3")]
     assert bs1["parts"]["onnx_sha256"] == tools.file_sha256(toy_gate["onnx"])
     assert bs1["parts"]["cann_version"] == "0.0.0.intrada-contract-fake"
@@ -644,12 +676,12 @@ def test_faithful_om_passes_and_is_reported_as_a_contract_test(pytester: pytest.
     ("noise", r"rel\. euclidean 0\.\d+ > 0\.05"),
     ("perturb", r"main: argmax agreement \d+\.\d+% < 99\.000%"),
 ])
-def test_broken_om_fails_the_om_gate(pytester: pytest.Pytester, fakes, toy_gate: dict, mode: str,
-                                     failure: str) -> None:
+def test_broken_om_fails_the_om_gate(tmp_path: Path, fakes, toy_gate: dict, toy_cache: Path,
+                                     mode: str, failure: str) -> None:
     """Wrong output order, fp16-like noise beyond the limits, perturbed logits: each fails om-vs-ONNX
     parity (the Python API runner is used: it is the default when importable)."""
     fakes.setenv("INTRADA_FAKE_NPU_OUTPUTS", mode)
-    result = run_gate(pytester, toy_gate["cache"], "-m", "om", "-k", "test_om_matches_onnx and not dumps", *toy_gate["args"],
+    result = run_gate(tmp_path, toy_cache, "-m", "om", "-k", "test_om_matches_onnx and not dumps", *toy_gate["args"],
                       "--batch-sizes", "1")
     failed = [line for line in result.outlines if line.startswith("FAILED")]
     assert len(failed) == 1 and "test_om_matches_onnx[om]" in failed[0], "\n".join(result.outlines[-30:])
@@ -658,22 +690,23 @@ def test_broken_om_fails_the_om_gate(pytester: pytest.Pytester, fakes, toy_gate:
     assert "via ais_bench-api" in text and "FAKE: contract-test" in text
 
 
-def test_slow_om_fails_the_device_target(pytester: pytest.Pytester, fakes, toy_gate: dict) -> None:
+def test_slow_om_fails_the_device_target(tmp_path: Path, fakes, toy_gate: dict,
+                                         toy_cache: Path) -> None:
     fakes.setenv("INTRADA_FAKE_NPU_MS", "40")  # 25 fps < 46.25
-    result = run_gate(pytester, toy_gate["cache"], "-m", "om", "-k", "throughput", *toy_gate["args"],
+    result = run_gate(tmp_path, toy_cache, "-m", "om", "-k", "throughput", *toy_gate["args"],
                       "--batch-sizes", "1")
     result.assert_outcomes(failed=1)
     assert re.search(r"perf \[om\]: FAIL: 25\.000 fps < 46\.250 \(target: seed README", result.stdout.str())
 
 
-def test_310_card_throughput_is_the_per_chip_rate_times_four(pytester: pytest.Pytester, fakes, toy_gate: dict,
-                                                              tmp_path: Path) -> None:
+def test_310_card_throughput_is_the_per_chip_rate_times_four(tmp_path: Path, fakes, toy_gate: dict,
+                                                              toy_cache: Path) -> None:
     """The seed's 310 figure: benchmark's per-chip Interface throughputRate x 4 chips (7.27 x 4 = 29.09
     >= 28.792, while the per-chip rate alone would fail); the report row says so."""
     fakes.setenv("INTRADA_FAKE_NPU_CHIP", "310")
     fakes.setenv("INTRADA_FAKE_NPU_MS", "550")  # bs4: 1000 * 4 / 550 = 7.2727 per chip
     report = tmp_path / "report"
-    result = run_gate(pytester, toy_gate["cache"], "-m", "om", "-k", "throughput", *toy_gate["args"],
+    result = run_gate(tmp_path, toy_cache, "-m", "om", "-k", "throughput", *toy_gate["args"],
                       "--om-runner", "benchmark", "--batch-sizes", "4", "--report", str(report))
     result.assert_outcomes(passed=1)
     (verdict,) = results(read_report(report), kind="throughput")
@@ -693,8 +726,8 @@ def _fake_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("mode", ["fp16", "swap"])
-def test_recorded_dumps_alone_are_judged_against_the_onnx(pytester: pytest.Pytester, no_ascend, toy_gate: dict,
-                                                           tmp_path: Path, mode: str) -> None:
+def test_recorded_dumps_alone_are_judged_against_the_onnx(tmp_path: Path, no_ascend, toy_gate: dict,
+                                                           toy_cache: Path, mode: str) -> None:
     """The workflow without a device here: ais_bench ran on an Ascend machine and its output folder
     is passed with --dumps. Parity and |delta mIoU| are judged; the live-om tests say why they skip."""
     from intrada.cityscapes import list_samples
@@ -709,7 +742,7 @@ def test_recorded_dumps_alone_are_judged_against_the_onnx(pytester: pytest.Pytes
     subprocess.run([sys.executable, "-m", "ais_bench", "--model", str(tmp_path / "toy_bs1.om"), "--batchsize", "1",
                     "--input", str(bins), "--output", str(tmp_path / "result"), "--output_dirname", "result_bs1"],
                    check=True, env=_fake_env(INTRADA_FAKE_NPU_OUTPUTS=mode), capture_output=True)
-    result = run_gate(pytester, toy_gate["cache"], "-m", "om", *toy_gate["args"], "--batch-sizes", "1",
+    result = run_gate(tmp_path, toy_cache, "-m", "om", *toy_gate["args"], "--batch-sizes", "1",
                       "--dumps", str(tmp_path / "result" / "result_bs1"))
     outcomes = result.parseoutcomes()
     failed = [line for line in result.outlines if line.startswith("FAILED")]
@@ -721,10 +754,11 @@ def test_recorded_dumps_alone_are_judged_against_the_onnx(pytester: pytest.Pytes
     assert any(r.startswith("judging --dumps only: no atc, ais_bench or benchmark here") for r in skip_reasons(result))
 
 
-def test_atc_failure_fails_the_om_tests_quoting_its_log(pytester: pytest.Pytester, fakes, toy_gate: dict) -> None:
+def test_atc_failure_fails_the_om_tests_quoting_its_log(tmp_path: Path, fakes, toy_gate: dict,
+                                                        toy_cache: Path) -> None:
     fakes.setenv("INTRADA_FAKE_ATC_FAIL", "Op[Conv_1] unsupported on this SoC")
     # a SoC no other test converts for: the om cache must miss so that atc really runs
-    result = run_gate(pytester, toy_gate["cache"], "-m", "om", "-k", "not dumps", *toy_gate["args"],
+    result = run_gate(tmp_path, toy_cache, "-m", "om", "-k", "not dumps", *toy_gate["args"],
                       "--batch-sizes", "1", "--soc-version", "Ascend310B1")
     outcomes = result.parseoutcomes()
     # every live-om test errors with the same atc failure; atc ran once (the failure is remembered)
@@ -741,25 +775,50 @@ def test_atc_failure_fails_the_om_tests_quoting_its_log(pytester: pytest.Pyteste
 # the embedded demo submission (the real DeepLabv2 graph) through the fakes
 
 @pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Shared by the demo runs below: the demo, its ONNX export and its ONNX Runtime outputs are built once."""
-    return tmp_path_factory.mktemp("demo-gate") / "cache"
+def demo_om_cache(gate_seed, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session cache plus what every demo om run below reads and none should rebuild: the bins of
+    the first 4 demo images and ONNX Runtime's outputs on the run plan's sample of them. Built once, by
+    a gate run in this process judging zero-valued --dumps (device outputs make the plan sample, as an
+    om does; no fake is needed for that). Each test copies it (hard links)."""
+    from _gate import run_gate_here
+    from intrada.cityscapes import list_samples
+    from intrada.dumps import write_dumps
+
+    root = tmp_path_factory.mktemp("demo-om")
+    cache = gate_seed.copy(root / "cache")
+    zeros = np.zeros(protocol.OUTPUT_SHAPE_CHW, np.float32)
+    for s in list_samples(gate_seed.cityscapes)[:4]:
+        write_dumps(root / "dumps", s.name, zeros, zeros)
+    run = run_gate_here(root, "--benchmark-disable", "-m", "om", "-k", "dumps", *_demo_files(gate_seed),
+                        "--max-images", "4", "--dumps", str(root / "dumps"), cache=cache)
+    plan = run.report["sections"]["plan"]
+    assert plan["onnx_images"] == 3 and plan["images"] == 4, run.tail()
+    return cache
+
+
+def _demo_files(gate_seed) -> list[str]:
+    """The demo as files (session cache): its ONNX export, split and thresholds, so the runs below hit
+    the artifacts seeded for those paths."""
+    return ["--onnx", str(gate_seed.onnx), "--cityscapes", str(gate_seed.cityscapes), "--thresholds",
+            str(gate_seed.thresholds)]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fp16", "swap", "noise", "perturb"])
-def test_demo_om_through_the_fakes(pytester: pytest.Pytester, fakes, demo_cache: Path, tmp_path: Path,
-                                   mode: str) -> None:
+def test_demo_om_through_the_fakes(tmp_path: Path, fakes, gate_seed, demo_om_cache: Path, mode: str) -> None:
     """The full om gate on the demo's DeepLabv2 (4 images): atc with the seed's flags, the ais_bench
     API, parity, |delta mIoU|, om mIoU and throughput. An om is judged, so ONNX Runtime runs only on
     the run plan's sample (3 of the 4 images, the demo's [om] onnx_sample_images) and that sample
     still catches swapped, noisy and perturbed oms. fp16 rounding of the real network stays within
-    every limit. Every record is labelled as a contract test."""
+    every limit. Every record is labelled as a contract test. The demo is passed as files (its ONNX,
+    split and thresholds), on this test's own copy of ``demo_om_cache``."""
+    from _gate import seed_cache
+
     fakes.setenv("INTRADA_FAKE_NPU_MS", "20")
     fakes.setenv("INTRADA_FAKE_NPU_OUTPUTS", mode)
     report = tmp_path / "report"
-    result = run_gate(pytester, demo_cache, "-m", "om", "--max-images", "4", "--batch-sizes", "1",
-                      "--report", str(report))
+    result = run_gate(tmp_path, seed_cache(tmp_path / "cache", demo_om_cache), "-m", "om",
+                      *_demo_files(gate_seed), "--max-images", "4", "--batch-sizes", "1", "--report", str(report))
     outcomes = result.parseoutcomes()
     data = read_report(report)
     plan = data["sections"]["plan"]

@@ -1,9 +1,16 @@
 """Proving the gate: the embedded submission passes, known-bad submissions fail on the right test.
 
-Every run here is a real `pytest acceptance ...` in a subprocess (pytester), judged through the
-report.json it writes. All runs share the repository's artifact cache, so the demo, its export, the
-bins and the reference outputs are built once (the default `pytest` run reuses them for
-acceptance/ afterwards).
+Every scenario is a real `pytest acceptance ...` run judged through its exit code, its output and
+the report.json it writes (tests/_gate.py). Most run in this process; two run as subprocesses, for
+the exit code a shell sees: a required gate that judged nothing (exit 1 with no failed test) and a
+known-bad submission (the swapped outputs). The embedded submission's own run is the session seed
+(`pytest acceptance` in this process, which builds the artifacts every run here and acceptance/
+reuses); its exit code as a new process is pinned by tests/test_warm_rerun.py.
+
+Runs of the demo's default mode (no --weights/--cityscapes) use the session cache, the others their
+own hard-linked copy of it. Mutant runs judge 2 images where the property allows (--max-images 2:
+each mutant costs ONNX Runtime forwards of its own) and leave out the optional OpenVINO runner,
+which no assertion here reads.
 
 Mutants and where they must fail (documented in the README):
   ONNX with outputs swapped      -> parity (ORT vs PyTorch) and accuracy (aux head scores ~35)
@@ -18,8 +25,6 @@ Mutants and where they must fail (documented in the README):
 """
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import warnings
 from pathlib import Path
@@ -28,134 +33,91 @@ from typing import Any
 import numpy as np
 import pytest
 
+from _gate import GateRun, GateSeed, run_gate
 from _report import accuracy
 from intrada import protocol
 
-REPO = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("INTRADA_CACHE_DIR") or REPO / ".cache" / "intrada")
-
 pytestmark = pytest.mark.slow
 
-
-# -- running the gate ------------------------------------------------------------------------------
-def run_gate(pytester: pytest.Pytester, *args: str, report: Path | None = None) -> tuple[pytest.RunResult, dict]:
-    report = report or pytester.path / "report"
-    result = pytester.runpytest_subprocess(
-        str(REPO / "acceptance"), "-c", str(REPO / "pytest.ini"), "--rootdir", str(REPO), "-p", "no:cacheprovider",
-        "--cache-dir", str(CACHE), "--report", str(report), "--benchmark-disable", *args, timeout=1200)
-    data = json.loads((report / "report.json").read_text()) if (report / "report.json").exists() else {}
-    return result, data
-
-
-def outcomes(data: dict) -> dict[str, str]:
-    """test function name (with params) -> outcome, over all gates."""
-    out: dict[str, str] = {}
-    for verdict in data["verdicts"].values():
-        for t in verdict["tests"]:
-            out[t["test"].split("::", 1)[1]] = t["outcome"]
-    return out
-
-
-def messages(data: dict) -> dict[str, str]:
-    return {t["test"].split("::", 1)[1]: t["message"] for v in data["verdicts"].values() for t in v["tests"]}
-
-
-# -- the demo submission, taken from the shared cache -----------------------------------------------
-@pytest.fixture(scope="module")
-def demo() -> dict[str, Path]:
-    from intrada.artifacts import demo_entry, onnx_export_entry
-    from intrada.cache import ArtifactCache
-
-    cache = ArtifactCache(CACHE)
-    root = demo_entry(cache)
-    return {"root": root, "weights": root / "checkpoint.pth", "cityscapes": root / "cityscapes",
-            "thresholds": root / "thresholds.toml", "onnx": onnx_export_entry(cache, root / "checkpoint.pth")}
-
-
-def real_path_args(demo: dict[str, Path]) -> list[str]:
-    return ["--weights", str(demo["weights"]), "--cityscapes", str(demo["cityscapes"]),
-            "--thresholds", str(demo["thresholds"])]
-
-
 GATES = "parity or accuracy"
+MUTANT = ("-m", GATES, "-k", "not openvino", "--max-images", "2")
 
 
-@pytest.fixture(scope="module")
-def default_run(demo: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """`pytest acceptance -m "parity or accuracy"` with no options: the embedded submission."""
-    pytester_dir = tmp_path_factory.mktemp("default-run")
-    import subprocess
-    import sys
-
-    report = pytester_dir / "report"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(REPO / "acceptance"), "-c", str(REPO / "pytest.ini"), "--rootdir",
-         str(REPO), "-p", "no:cacheprovider", "--cache-dir", str(CACHE), "--report", str(report), "-m", GATES],
-        cwd=pytester_dir, capture_output=True, text=True, timeout=1200)
-    return {"rc": proc.returncode, "stdout": proc.stdout, "report": json.loads((report / "report.json").read_text())}
-
-
-def test_embedded_submission_passes_every_gate(default_run: dict) -> None:
-    assert default_run["rc"] == 0, default_run["stdout"][-3000:]
-    data = default_run["report"]
+def test_embedded_submission_passes_every_gate(gate_seed: GateSeed) -> None:
+    """`pytest acceptance` with no options (the session seed, --benchmark-disable): the embedded submission."""
+    run = gate_seed.default
+    assert run.ret == 0, run.tail()
+    data = run.report
     assert data["verdicts"]["parity"]["verdict"] == "PASS"
     assert data["verdicts"]["accuracy"]["verdict"] == "PASS"
     acc = accuracy(data, "onnxruntime")
     assert acc["miou"] > 85.0 and acc["images"] == 8 and acc["certified"] is False
-    assert "not certified: subset" in default_run["stdout"]
-    skipped = {t["test"].split("::", 1)[1]: t["message"] for v in data["verdicts"].values() for t in v["tests"]
-               if t["outcome"] == "skipped"}
+    assert "not certified: subset" in run.stdout
+    skipped = {name: t["message"] for name, t in run.tests.items() if t["outcome"] == "skipped"}
     assert "no --dumps DIR: recorded device outputs are not judged" in skipped["test_device_dumps_miou"]
     assert {"artifacts.checkpoint", "artifacts.onnx", "artifacts.bins"} <= set(data["sections"])
     assert len(data["sections"]["artifacts.onnx"]["sha256"]) == 64
 
 
-def test_real_weights_on_the_demo_split_cannot_pass_the_accuracy_gate(pytester: pytest.Pytester, demo: dict) -> None:
+def test_real_weights_on_the_demo_split_cannot_pass_the_accuracy_gate(tmp_path: Path,
+                                                                      gate_seed: GateSeed) -> None:
     """--weights without --cityscapes: an mIoU on the synthetic split would be meaningless, so the
     accuracy test skips; the accuracy gate was asked for (-m accuracy, --weights), so the run fails."""
-    result, data = run_gate(pytester, "-m", "accuracy", "--weights", str(demo["weights"]))
-    assert outcomes(data)["test_onnxruntime_miou"] == "skipped"
-    assert "means nothing: pass --cityscapes ROOT" in messages(data)["test_onnxruntime_miou"]
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert data["verdicts"]["accuracy"]["breaks_run"] and not data["exit_ok"]
-    result.stdout.re_match_lines([r"accuracy +NOT JUDGED \(required: -m 'accuracy', --weights\): the accuracy of "
-                                  r"submitted weights on the synthetic demo split means nothing.*"])
+    run = run_gate(tmp_path, "--benchmark-disable", "-m", "accuracy", "--weights", str(gate_seed.weights),
+                   cache=gate_seed.cache)
+    assert run.outcomes()["test_onnxruntime_miou"] == "skipped"
+    assert "means nothing: pass --cityscapes ROOT" in run.messages()["test_onnxruntime_miou"]
+    assert run.ret == pytest.ExitCode.TESTS_FAILED
+    assert run.report["verdicts"]["accuracy"]["breaks_run"] and not run.report["exit_ok"]
+    assert run.result is not None
+    run.result.stdout.re_match_lines([r"accuracy +NOT JUDGED \(required: -m 'accuracy', --weights\): the accuracy of "
+                                      r"submitted weights on the synthetic demo split means nothing.*"])
 
 
-def test_a_required_gate_whose_tests_all_skip_fails_the_run(pytester: pytest.Pytester, demo: dict) -> None:
-    """The general rule: parity passes, but perf (selected, benchmarks disabled) and om (--require,
-    no Ascend tool here) judged nothing: exit code 1, each with its reason, in the report too."""
-    result, data = run_gate(pytester, "-m", "parity or perf", "--require", "om", "--batch-sizes", "1",
-                            "-k", "not openvino")
-    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
-    gates = data["verdicts"]
+def test_a_required_gate_whose_tests_all_skip_fails_the_run(tmp_path: Path, gate_seed: GateSeed) -> None:
+    """The general rule, as a shell sees it (subprocess): parity passes, but perf (selected, benchmarks
+    disabled) and om (--require, no Ascend tool here) judged nothing: exit code 1, each with its
+    reason, in the report too."""
+    report = tmp_path / "report"
+    run = run_gate(tmp_path, "--benchmark-disable", "-m", "parity or perf", "--require", "om", "--batch-sizes", "1",
+                   "-k", "not openvino", cache=gate_seed.cache, report=report, subprocess=True)
+    assert run.ret == pytest.ExitCode.TESTS_FAILED, run.tail()
+    gates = run.report["verdicts"]
     assert gates["parity"]["verdict"] == "PASS" and not gates["parity"]["breaks_run"]
     assert gates["perf"]["breaks_run"] and "pytest-benchmark is disabled" in gates["perf"]["reason"]
     assert gates["om"]["breaks_run"] and gates["om"]["required_by"] == ["--require"]
     assert gates["om"]["reason"].startswith("no Ascend om to judge")  # test_om_throughput is perf and om
-    result.stdout.re_match_lines([r"perf +NOT JUDGED \(required: -m 'parity or perf'\): pytest-benchmark is disabled.*",
-                                  r"om +NOT JUDGED \(required: --require\): no Ascend om to judge.*"])
-    assert "| om | **NOT JUDGED (required)** | --require |" in (pytester.path / "report" / "report.md").read_text()
+    assert run.result is not None
+    run.result.stdout.re_match_lines([
+        r"perf +NOT JUDGED \(required: -m 'parity or perf'\): pytest-benchmark is disabled.*",
+        r"om +NOT JUDGED \(required: --require\): no Ascend om to judge.*"])
+    assert "| om | **NOT JUDGED (required)** | --require |" in (report / "report.md").read_text()
 
 
-def test_demo_on_the_real_path_gives_the_same_verdict(pytester: pytest.Pytester, demo: dict, default_run: dict) -> None:
-    """`intrada demo` + --weights/--cityscapes/--thresholds: nothing is special-cased for the demo."""
-    result, data = run_gate(pytester, "-m", GATES, *real_path_args(demo))
-    assert result.ret == 0, result.stdout.str()[-3000:]
-    assert outcomes(data) == outcomes(default_run["report"])
-    assert accuracy(data, "onnxruntime")["miou"] == accuracy(default_run["report"], "onnxruntime")["miou"]
+def test_demo_on_the_real_path_gives_the_same_verdict(tmp_path: Path, gate_seed: GateSeed,
+                                                      own_cache: Path) -> None:
+    """`intrada demo` + --weights/--cityscapes/--thresholds: nothing is special-cased for the demo.
+    The default run is the seed (every gate); its parity and accuracy tests are what -m selects here."""
+    run = run_gate(tmp_path, "--benchmark-disable", "-m", GATES, *gate_seed.real_args(), cache=own_cache)
+    assert run.ret == 0, run.tail()
+    default = gate_seed.default.report["verdicts"]
+    expected = {t["test"].split("::", 1)[1]: t["outcome"] for g in ("parity", "accuracy") for t in default[g]["tests"]}
+    assert run.outcomes() == expected
+    assert accuracy(run.report, "onnxruntime")["miou"] == accuracy(gate_seed.default.report, "onnxruntime")["miou"]
 
 
-def test_subset_is_not_certified_without_permission(pytester: pytest.Pytester, demo: dict) -> None:
+def test_subset_is_not_certified_without_permission(tmp_path: Path, gate_seed: GateSeed,
+                                                    own_cache: Path) -> None:
     """--max-images on a thresholds file that does not allow subsets: the accuracy gate fails."""
-    strict = pytester.path / "strict.toml"
-    strict.write_text(demo["thresholds"].read_text().replace(
+    strict = tmp_path / "strict.toml"
+    strict.write_text(gate_seed.thresholds.read_text().replace(
         'allow_subset = { value = true', 'allow_subset = { value = false'))
-    result, data = run_gate(pytester, "-m", "accuracy", "--weights", str(demo["weights"]), "--cityscapes",
-                            str(demo["cityscapes"]), "--thresholds", str(strict), "--max-images", "2")
-    assert result.ret == 1
-    assert outcomes(data)["test_onnxruntime_miou"] == "failed"
-    assert "not certified: subset (2 of 500 val images)" in messages(data)["test_onnxruntime_miou"]
+    run = run_gate(tmp_path, "--benchmark-disable", "-m", "accuracy", "--weights", str(gate_seed.weights),
+                   "--cityscapes", str(gate_seed.cityscapes), "--thresholds", str(strict), "--max-images", "2",
+                   cache=own_cache)
+    assert run.ret == 1
+    assert run.outcomes()["test_onnxruntime_miou"] == "failed"
+    assert "not certified: subset (2 of 500 val images)" in run.messages()["test_onnxruntime_miou"]
 
 
 # -- ONNX mutants ------------------------------------------------------------------------------------
@@ -178,89 +140,106 @@ def mutant_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("mutants")
 
 
-def test_onnx_with_swapped_outputs_fails_parity_and_accuracy(pytester: pytest.Pytester, demo: dict,
-                                                              mutant_dir: Path) -> None:
+def test_onnx_with_swapped_outputs_fails_parity_and_accuracy(tmp_path: Path, gate_seed: GateSeed,
+                                                              own_cache: Path, mutant_dir: Path) -> None:
+    """A known-bad submission as a shell sees it (subprocess): exit code 1."""
     import onnx
 
-    model = onnx.load(str(demo["onnx"]))
+    model = onnx.load(str(gate_seed.onnx))
     outs = list(model.graph.output)
     del model.graph.output[:]
     model.graph.output.extend([outs[1], outs[0]])
     path = mutant_dir / "swapped.onnx"
     onnx.save(model, str(path))
-    result, data = run_gate(pytester, "-m", GATES, *real_path_args(demo), "--onnx", str(path))
-    o = outcomes(data)
+    run = run_gate(tmp_path, "--benchmark-disable", *MUTANT, *gate_seed.real_args(), "--onnx", str(path),
+                   cache=own_cache, subprocess=True)
+    o = run.outcomes()
     assert o["test_onnx_well_formed"] == "passed"
     assert o["test_onnxruntime_matches_pytorch"] == "failed"
     assert o["test_onnxruntime_miou"] == "failed"
-    assert "below the threshold" in messages(data)["test_onnxruntime_miou"]
-    assert result.ret == 1
+    assert "below the threshold" in run.messages()["test_onnxruntime_miou"]
+    assert run.ret == 1
 
 
-def test_onnx_from_perturbed_weights_fails_parity_only(pytester: pytest.Pytester, demo: dict, mutant_dir: Path) -> None:
+def test_onnx_from_perturbed_weights_fails_parity_only(tmp_path: Path, gate_seed: GateSeed,
+                                                       own_cache: Path, mutant_dir: Path) -> None:
     import torch
 
     from intrada.checkpoint import load_model
 
-    model, _ = load_model(demo["weights"])
+    model, _ = load_model(gate_seed.weights)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in model.parameters():
             # 1% of each tensor's spread: mIoU stays ~84 (above 80), logits move by ~0.3
             p.add_(torch.randn(p.shape, generator=gen) * 0.01 * float(p.std()))
     path = _export_raw(model, mutant_dir / "perturbed.onnx")
-    result, data = run_gate(pytester, "-m", GATES, *real_path_args(demo), "--onnx", str(path))
-    o = outcomes(data)
-    assert o["test_onnxruntime_matches_pytorch"] == "failed", messages(data)
-    assert "max|diff|/scale" in messages(data)["test_onnxruntime_matches_pytorch"]
+    run = run_gate(tmp_path, "--benchmark-disable", *MUTANT, *gate_seed.real_args(), "--onnx", str(path),
+                   cache=own_cache)
+    o = run.outcomes()
+    assert o["test_onnxruntime_matches_pytorch"] == "failed", run.messages()
+    assert "max|diff|/scale" in run.messages()["test_onnxruntime_matches_pytorch"]
     assert o["test_onnx_well_formed"] == "passed"
     assert o["test_onnxruntime_miou"] == "passed", "the perturbation must be one only parity can see"
 
 
-def test_onnx_with_floor_pooling_fails_well_formedness(pytester: pytest.Pytester, demo: dict, mutant_dir: Path) -> None:
-    from intrada.checkpoint import load_model
-
-    model, _ = load_model(demo["weights"], ceil_mode=False)
-    path = _export_raw(model, mutant_dir / "floor.onnx")
-    result, data = run_gate(pytester, "-m", GATES, *real_path_args(demo), "--onnx", str(path))
-    o = outcomes(data)
+def test_onnx_with_floor_pooling_fails_well_formedness(tmp_path: Path, gate_seed: GateSeed, own_cache: Path,
+                                                       mutant_dir: Path, toy_factory: Any) -> None:
+    """The conftest toy network (IntraDA's interface in a few layers) exported with ceil_mode=False
+    pooling: 64x128 outputs. Every consumer of the ONNX errors before running it, so the toy stands
+    for the full model here at a fraction of an export's cost."""
+    path = _export_raw(toy_factory(ceil_mode=False), mutant_dir / "floor.onnx")
+    run = run_gate(tmp_path, "--benchmark-disable", *MUTANT, *gate_seed.real_args(), "--onnx", str(path),
+                   cache=own_cache)
+    o = run.outcomes()
     assert o["test_onnx_well_formed"] == "failed"
-    assert "has shape ['batch', 19, 64, 128], expected [N, 19, 65, 129]" in messages(data)["test_onnx_well_formed"]
+    assert "has shape ['batch', 19, 64, 128], expected [N, 19, 65, 129]" in run.messages()["test_onnx_well_formed"]
     assert o["test_onnxruntime_matches_pytorch"] == "error"
     assert o["test_onnxruntime_miou"] == "error"
-    assert "Traceback" not in result.stdout.str()
+    assert "Traceback" not in run.stdout
 
 
 # -- dump mutants ------------------------------------------------------------------------------------
-def _bins(demo: dict, kind: str, out: Path) -> Path:
-    """Preprocessed bins of the demo split: correct, RGB-ordered, or without the mean."""
+# Default mode (the embedded demo judged with --dumps): on the session cache, whose ONNX Runtime
+# outputs of the demo split are the faithful dumps. Wrong preprocessing needs ONNX Runtime on wrong
+# bins, so those two judge the first 2 images (--max-images 2); the rest judge all 8. With --dumps the
+# run plan runs ONNX Runtime on a sample only and its mIoU is then not judged; --onnx-accuracy full
+# keeps it judged (the ONNX accuracy these runs must pass) at no cost: the seed has those outputs.
+def _bins(gate_seed: GateSeed, kind: str, out: Path, images: int) -> Path:
+    """Preprocessed bins of the first ``images`` demo images, RGB-ordered or without the mean."""
     from intrada.cityscapes import list_samples
     from intrada.preprocess import load_resized_rgb, to_network_input
 
     out.mkdir(parents=True, exist_ok=True)
-    for s in list_samples(demo["cityscapes"]):
+    for s in list_samples(gate_seed.cityscapes)[:images]:
         rgb = load_resized_rgb(s.image)
         if kind == "rgb":  # the flip forgotten: channels stay RGB, the BGR mean is still subtracted
             x = to_network_input(np.ascontiguousarray(rgb[:, :, ::-1]))
-        elif kind == "nomean":
+        else:  # nomean
             x = np.ascontiguousarray(rgb[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32)
-        else:
-            x = to_network_input(rgb)
         x.astype(protocol.BIN_DTYPE).tofile(out / f"{s.name}.bin")
     return out
 
 
 @pytest.fixture(scope="module")
-def dumps(demo: dict, mutant_dir: Path) -> dict[str, Path]:
-    """ONNX Runtime outputs (ais_bench layout) for correct, RGB and no-mean bins. The bins are read
-    raw: intrada.preprocess.read_bins rightly refuses values outside the BGR-minus-mean range."""
+def dumps(gate_seed: GateSeed, mutant_dir: Path) -> dict[str, Path]:
+    """Device-output dumps (ais_bench layout) of the demo: "good" are ONNX Runtime's outputs of the
+    correct bins (the gate's own, from the seed: ais_bench layout already); "rgb" and "nomean" are
+    ONNX Runtime outputs of wrongly preprocessed bins of the first 2 images. Those bins are read raw:
+    intrada.preprocess.read_bins rightly refuses values outside the BGR-minus-mean range."""
     from intrada.dumps import write_dumps
     from intrada.runners.cpu import OnnxRuntimeRunner
 
-    out = {}
-    with OnnxRuntimeRunner(demo["onnx"]) as runner:
-        for kind in ("good", "rgb", "nomean"):
-            bins = _bins(demo, kind, mutant_dir / f"bins-{kind}")
+    ort_entry = Path(gate_seed.default.report["overlays"][0]["logits"]).parent
+    good = mutant_dir / "dumps-good"
+    good.mkdir()
+    for f in sorted(ort_entry.glob("*.bin")):
+        shutil.copy(f, good / f.name)
+    assert len(list(good.glob("*.bin"))) == 2 * 8
+    out = {"good": good}
+    with OnnxRuntimeRunner(gate_seed.onnx) as runner:
+        for kind in ("rgb", "nomean"):
+            bins = _bins(gate_seed, kind, mutant_dir / f"bins-{kind}", images=2)
             out[kind] = mutant_dir / f"dumps-{kind}"
             for f in sorted(bins.glob("*.bin")):
                 x = np.fromfile(f, dtype=protocol.BIN_DTYPE).reshape(1, *protocol.INPUT_SHAPE_CHW)
@@ -282,61 +261,67 @@ def _derived(src: Path, dst: Path, rename: dict[str, str], keep: Any = None) -> 
 DUMP_GATES = "accuracy or om"
 
 
-def _run_dumps(pytester: pytest.Pytester, dumps_dir: Path, *extra: str) -> tuple[pytest.RunResult, dict]:
-    return run_gate(pytester, "-m", DUMP_GATES, "--dumps", str(dumps_dir), *extra)
+def _run_dumps(tmp_path: Path, gate_seed: GateSeed, dumps_dir: Path, *extra: str) -> GateRun:
+    return run_gate(tmp_path, "--benchmark-disable", "-m", DUMP_GATES, "--dumps", str(dumps_dir), "--onnx-accuracy",
+                    "full", *extra, cache=gate_seed.cache)
 
 
-def test_faithful_dumps_pass(pytester: pytest.Pytester, dumps: dict) -> None:
-    result, data = _run_dumps(pytester, dumps["good"])
-    o = outcomes(data)
+def test_faithful_dumps_pass(tmp_path: Path, gate_seed: GateSeed, dumps: dict) -> None:
+    run = _run_dumps(tmp_path, gate_seed, dumps["good"])
+    o = run.outcomes()
     assert o["test_device_dumps_miou"] == "passed"
     assert o["test_om_matches_onnx[dumps]"] == "passed"
-    assert result.ret == 0, result.stdout.str()[-3000:]
+    assert run.ret == 0, run.tail()
 
 
 @pytest.mark.parametrize("kind", ["rgb", "nomean"])
-def test_dumps_from_wrong_preprocessing_fail(pytester: pytest.Pytester, dumps: dict, kind: str) -> None:
-    result, data = _run_dumps(pytester, dumps[kind])
-    o = outcomes(data)
+def test_dumps_from_wrong_preprocessing_fail(tmp_path: Path, gate_seed: GateSeed, dumps: dict,
+                                             kind: str) -> None:
+    run = _run_dumps(tmp_path, gate_seed, dumps[kind], "--max-images", "2")
+    o = run.outcomes()
     assert o["test_device_dumps_miou"] == "failed"
     assert o["test_om_matches_onnx[dumps]"] == "failed"
     assert o["test_onnxruntime_miou"] == "passed"
-    assert accuracy(data, "dumps")["miou"] < 30
+    assert accuracy(run.report, "dumps")["miou"] < 30
 
 
-def test_dumps_with_aux_as_main_fail(pytester: pytest.Pytester, dumps: dict, mutant_dir: Path) -> None:
+def test_dumps_with_aux_as_main_fail(tmp_path: Path, gate_seed: GateSeed, dumps: dict,
+                                     mutant_dir: Path) -> None:
     swapped = _derived(dumps["good"], mutant_dir / "dumps-aux", {"0": "1", "1": "0"})
-    result, data = _run_dumps(pytester, swapped)
-    o = outcomes(data)
+    run = _run_dumps(tmp_path, gate_seed, swapped)
+    o = run.outcomes()
     assert o["test_device_dumps_miou"] == "failed"
     assert o["test_om_matches_onnx[dumps]"] == "failed"
     assert o["test_onnxruntime_miou"] == "passed"
 
 
-def test_dumps_for_half_the_images_fail(pytester: pytest.Pytester, dumps: dict, mutant_dir: Path) -> None:
+def test_dumps_for_half_the_images_fail(tmp_path: Path, gate_seed: GateSeed, dumps: dict,
+                                        mutant_dir: Path) -> None:
     names = sorted({f.stem.rsplit("_", 1)[0] for f in dumps["good"].glob("*.bin")})
     half = _derived(dumps["good"], mutant_dir / "dumps-half", {"0": "0", "1": "1"}, keep=set(names[:4]).__contains__)
-    result, data = _run_dumps(pytester, half)
-    o = outcomes(data)
+    run = _run_dumps(tmp_path, gate_seed, half)
+    o = run.outcomes()
     assert o["test_device_dumps_miou"] in ("failed", "error")
-    assert "missing" in messages(data)["test_device_dumps_miou"]
+    assert "missing" in run.messages()["test_device_dumps_miou"]
     assert o["test_onnxruntime_miou"] == "passed"
-    assert "Traceback" not in result.stdout.str()
+    assert "Traceback" not in run.stdout
 
 
-def test_dumps_with_nan_fail_naming_the_file(pytester: pytest.Pytester, dumps: dict, mutant_dir: Path) -> None:
+def test_dumps_with_nan_fail_naming_the_file(tmp_path: Path, gate_seed: GateSeed, dumps: dict,
+                                             mutant_dir: Path) -> None:
     bad = _derived(dumps["good"], mutant_dir / "dumps-nan", {"0": "0", "1": "1"})
     victim = sorted(bad.glob("*_1.bin"))[2]
     data = np.fromfile(victim, dtype=np.float32)
     data[100:110] = np.nan
     data.tofile(victim)
-    result, rep = _run_dumps(pytester, bad)
-    assert outcomes(rep)["test_device_dumps_miou"] in ("failed", "error")
-    assert victim.name in messages(rep)["test_device_dumps_miou"]
+    run = _run_dumps(tmp_path, gate_seed, bad)
+    assert run.outcomes()["test_device_dumps_miou"] in ("failed", "error")
+    assert victim.name in run.messages()["test_device_dumps_miou"]
 
 
-def test_legacy_benchmark_naming_is_detected(pytester: pytest.Pytester, dumps: dict, mutant_dir: Path) -> None:
+def test_legacy_benchmark_naming_is_detected(tmp_path: Path, gate_seed: GateSeed, dumps: dict,
+                                             mutant_dir: Path) -> None:
     legacy = _derived(dumps["good"], mutant_dir / "dumps-legacy", {"0": "1", "1": "2"})
-    result, data = _run_dumps(pytester, legacy)
-    assert outcomes(data)["test_device_dumps_miou"] == "passed"
-    assert accuracy(data, "dumps")["miou"] == accuracy(data, "onnxruntime")["miou"]
+    run = _run_dumps(tmp_path, gate_seed, legacy)
+    assert run.outcomes()["test_device_dumps_miou"] == "passed"
+    assert accuracy(run.report, "dumps")["miou"] == accuracy(run.report, "onnxruntime")["miou"]

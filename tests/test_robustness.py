@@ -2,8 +2,8 @@
 
 The library and CLI halves of issue 6 are pinned next to the code they test (test_checkpoint,
 test_onnx_export, test_cityscapes, test_dumps, test_preprocess, test_thresholds, test_cache); the
-full map of cases is docs/robustness.md. Here every run is a real `pytest acceptance ...` in a
-subprocess, judged by its exit code, its output and the report.json it writes:
+full map of cases is docs/robustness.md. Here every case is a real `pytest acceptance ...` run judged
+by its exit code, its output and the report.json it writes (tests/_gate.py):
 
 * a bad option is a usage error (exit 4): one `ERROR: ...` line naming the option and the file, no
   traceback, no test run;
@@ -13,10 +13,12 @@ subprocess, judged by its exit code, its output and the report.json it writes:
 * kill -9 during each artifact build, 4 xdist workers asking for the same artifacts, a full disk
   under the ONNX export (slow: each needs one real export).
 
-Runs start from a fresh cache seeded with the demo submission hard-linked from the repository cache
-(built there once, as tests/test_gate.py does), so nothing here depends on, or disturbs, what
-other runs have cached. Files of the seeded demo are hard links: tests replace them (unlink, then
-write), never write into them.
+The plugin's behaviour runs in this process (tests/_gate.py); what needs a process runs as one:
+one usage error (the exit code 4 a shell sees), the three killed runs, the xdist run.
+
+Runs start from their own cache holding only the demo submission, hard-linked from the session
+cache (tests/_gate.py), so nothing here depends on, or disturbs, what other runs have cached. Files of
+the seeded demo are hard links: tests replace them (unlink, then write), never write into them.
 """
 from __future__ import annotations
 
@@ -41,8 +43,9 @@ import pytest
 import torch
 from PIL import Image
 
+from _gate import GATE_ARGS, GateRun, demo_entry, link_tree, seed_cache
+from _gate import run_gate as _run_gate
 from _report import accuracy
-from intrada.cache import ArtifactCache
 from intrada.cache_events import read_events
 from intrada.cache_manifest import KEY_HEX_CHARS
 from intrada.hashing import file_sha256
@@ -51,9 +54,7 @@ from intrada.dumps import write_dumps
 from intrada.errors import DatasetError
 
 REPO = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("INTRADA_CACHE_DIR") or REPO / ".cache" / "intrada")
-GATE = [str(REPO / "acceptance"), "-c", str(REPO / "pytest.ini"), "--rootdir", str(REPO), "-p", "no:cacheprovider",
-        "--benchmark-disable"]
+GATE = [*GATE_ARGS, "--benchmark-disable"]
 KEY_RE = re.compile(rf"^[0-9a-f]{{{KEY_HEX_CHARS}}}$")
 MODEL_TESTS = ("test_onnx_well_formed", "test_onnxruntime_matches_pytorch", "test_onnxruntime_miou")
 
@@ -61,34 +62,19 @@ MODEL_TESTS = ("test_onnx_well_formed", "test_onnxruntime_matches_pytorch", "tes
 # -- the demo submission and fresh caches ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def demo() -> Path:
-    """The demo entry of the repository cache (checkpoint.pth, cityscapes/, thresholds.toml)."""
-    from intrada.artifacts import demo_entry
-
-    return demo_entry(ArtifactCache(CACHE))
-
-
-def _link_tree(src: Path, dst: Path) -> None:
-    """`cp -al`: hard links where the filesystems allow it (the demo is ~190 MB), else copies."""
-
-    def link(s: str, d: str) -> None:
-        try:
-            os.link(s, d)
-        except OSError:
-            shutil.copy2(s, d)
-
-    shutil.copytree(src, dst, copy_function=link)
+    """The demo entry of the session cache (checkpoint.pth, cityscapes/, thresholds.toml)."""
+    return demo_entry()
 
 
 def seeded_cache(root: Path, demo: Path) -> Path:
     """A fresh cache holding only the demo entry (no events, no other artifacts)."""
-    _link_tree(demo, root / "demo" / demo.name)
-    return root
+    return seed_cache(root, demo.parent.parent, keys=frozenset({("demo", demo.name)}))
 
 
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory: pytest.TempPathFactory, demo: Path) -> Path:
-    """One fresh seeded cache for the fast bad-input runs (they build at most the 2-image bins)."""
-    return seeded_cache(tmp_path_factory.mktemp("robustness-cache") / "cache", demo)
+@pytest.fixture
+def own_demo_cache(tmp_path: Path, demo: Path) -> Path:
+    """This test's fresh cache, seeded with the demo only (its bad-input runs build at most bins)."""
+    return seeded_cache(tmp_path / "cache", demo)
 
 
 def real_args(demo: Path) -> list[str]:
@@ -108,34 +94,11 @@ def temp_dirs(cache: Path, kind: str | None = None) -> list[Path]:
 
 
 # -- running the gate ------------------------------------------------------------------------------
-class Gate:
-    def __init__(self, result: pytest.RunResult, report: Path) -> None:
-        self.ret = result.ret
-        self.stdout = result.stdout.str()
-        self.stderr = result.stderr.str()
-        path = report / "report.json"
-        self.report: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-
-    @property
-    def tests(self) -> dict[str, dict[str, str]]:
-        """test name (with params) -> {outcome, message}, over all gates."""
-        return {t["test"].split("::", 1)[1]: t for v in self.report.get("verdicts", {}).values() for t in v["tests"]}
-
-    def outcome(self, name: str) -> str:
-        return self.tests[name]["outcome"]
-
-    def message(self, name: str) -> str:
-        return self.tests[name]["message"]
-
-    def tail(self) -> str:
-        return (self.stdout + self.stderr)[-4000:]
+Gate = GateRun
 
 
-def run_gate(pytester: pytest.Pytester, *args: str, cache: Path | None = None) -> Gate:
-    report = pytester.path / f"report-{time.monotonic_ns()}"
-    extra = ["--cache-dir", str(cache)] if cache is not None else []
-    result = pytester.runpytest_subprocess(*GATE, *extra, "--report", str(report), *args, timeout=600)
-    return Gate(result, report)
+def run_gate(tmp_path: Path, *args: str, cache: Path | None = None, subprocess: bool = False) -> Gate:
+    return _run_gate(tmp_path, "--benchmark-disable", *args, cache=cache, subprocess=subprocess, timeout=600)
 
 
 def assert_usage_error(gate: Gate, *needles: str) -> str:
@@ -264,22 +227,31 @@ USAGE: dict[str, Callable[[Path, Path], tuple[list[str], list[str]]]] = {
 }
 
 
+# One case runs as a subprocess: exit code 4 and the one stderr line as a shell sees them.
+USAGE_IN_A_SUBPROCESS = "thresholds_unknown_key"
+
+
 @pytest.mark.parametrize("case", list(USAGE))
-def test_bad_option_is_a_usage_error(pytester: pytest.Pytester, demo: Path, case: str) -> None:
-    args, needles = USAGE[case](pytester.path, demo)
+def test_bad_option_is_a_usage_error(tmp_path: Path, case: str) -> None:
+    """Options are checked before anything is read, so a stand-in submission (an empty .pth, an empty
+    split directory) is enough: only their existence is looked at."""
+    stand_in = tmp_path / "submission"
+    (stand_in / "cityscapes").mkdir(parents=True)
+    (stand_in / "checkpoint.pth").write_bytes(b"")
+    args, needles = USAGE[case](tmp_path, stand_in)
     if "--cache-dir" not in args:
-        args += ["--cache-dir", str(pytester.path / "cache")]
-    gate = run_gate(pytester, "-m", "parity or accuracy", *args)
+        args += ["--cache-dir", str(tmp_path / "cache")]
+    gate = run_gate(tmp_path, "-m", "parity or accuracy", *args, subprocess=case == USAGE_IN_A_SUBPROCESS)
     assert_usage_error(gate, *needles)
-    assert not (pytester.path / "cache").exists(), "a refused run must not create its cache"
+    assert not (tmp_path / "cache").exists(), "a refused run must not create its cache"
 
 
-def test_cache_dir_from_the_environment_is_checked_and_named(pytester: pytest.Pytester,
+def test_cache_dir_from_the_environment_is_checked_and_named(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    (pytester.path / "afile").write_text("x")
-    monkeypatch.setenv("INTRADA_CACHE_DIR", str(pytester.path / "afile" / "c"))
-    gate = run_gate(pytester, "-m", "parity")
-    assert_usage_error(gate, f"INTRADA_CACHE_DIR {pytester.path / 'afile' / 'c'}: cannot create or write the "
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("INTRADA_CACHE_DIR", str(tmp_path / "afile" / "c"))
+    gate = run_gate(tmp_path, "-m", "parity")
+    assert_usage_error(gate, f"INTRADA_CACHE_DIR {tmp_path / 'afile' / 'c'}: cannot create or write the "
                              "artifact cache", "Hint: pass --cache-dir DIR")
 
 
@@ -304,15 +276,15 @@ def mounted(*commands: list[str], target: Path) -> Iterator[None]:
         subprocess.run(["umount", "-l", str(target)], capture_output=True)
 
 
-def test_read_only_cache_dir_is_a_usage_error_even_with_complete_entries(pytester: pytest.Pytester,
+def test_read_only_cache_dir_is_a_usage_error_even_with_complete_entries(tmp_path: Path,
                                                                          demo: Path) -> None:
     """A read-only bind mount of a cache that holds the demo entry: root gets a real EROFS (permission
     bits would not stop root). The run is refused before any test, so no verdict comes from it."""
-    src = seeded_cache(pytester.path / "cache-src", demo)
-    ro = pytester.path / "cache-ro"
+    src = seeded_cache(tmp_path / "cache-src", demo)
+    ro = tmp_path / "cache-ro"
     with mounted(["mount", "--bind", str(src), str(ro)], ["mount", "-o", "remount,bind,ro", str(ro)], target=ro):
         assert not os.access(ro, os.W_OK)
-        gate = run_gate(pytester, "-m", "parity or accuracy", cache=ro)
+        gate = run_gate(tmp_path, "-m", "parity or accuracy", cache=ro)
         listing = sorted(os.listdir(ro))
     assert_usage_error(gate, f"--cache-dir {ro}: cannot create or write the artifact cache: {ro} is not writable "
                              "(Read-only file system, EROFS). Hint: pass --cache-dir DIR to use a writable directory")
@@ -417,16 +389,19 @@ BAD_WEIGHTS: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
 
 
 @pytest.mark.parametrize("case", list(BAD_WEIGHTS))
-def test_bad_weights_content_errors_every_model_test(pytester: pytest.Pytester, demo: Path, shared_cache: Path,
+def test_bad_weights_content_errors_every_model_test(tmp_path: Path, demo: Path, own_demo_cache: Path,
                                                      case: str) -> None:
     """--weights exists (no usage error) but cannot be used: every test that needs the model errors with
-    the CheckpointError line; no ONNX is exported, the pickled code never runs."""
+    the CheckpointError line; no ONNX is exported, the pickled code never runs. The demo split is given
+    as --cityscapes: submitted weights on the embedded split would skip the accuracy test (an mIoU there
+    means nothing), and the accuracy test must be one that needs the model."""
     build, problem = BAD_WEIGHTS[case]
-    weights = build(pytester.path, demo)
-    marker = pytester.path / "PWNED"
+    weights = build(tmp_path, demo)
+    marker = tmp_path / "PWNED"
     try:
-        gate = run_gate(pytester, "-m", "parity or accuracy", "--weights", str(weights), "--max-images", "2",
-                        cache=shared_cache)
+        gate = run_gate(tmp_path, "-m", "parity or accuracy", "--weights", str(weights), "--cityscapes",
+                        str(demo / "cityscapes"), "--thresholds", str(demo / "thresholds.toml"), "--max-images", "2",
+                        cache=own_demo_cache)
         ran_payload = marker.exists()
         if case == "code_pickle":  # control: the payload is live, so the check above could fail
             torch.load(weights, weights_only=False)
@@ -435,14 +410,14 @@ def test_bad_weights_content_errors_every_model_test(pytester: pytest.Pytester, 
         weights.unlink()
     assert not ran_payload, "the gate unpickled the checkpoint's code"
     assert_one_line_errors(gate, MODEL_TESTS, f"CheckpointError: {weights}: {problem}")
-    assert entries(shared_cache, "onnx") == [] and temp_dirs(shared_cache) == []
+    assert entries(own_demo_cache, "onnx") == [] and temp_dirs(own_demo_cache) == []
 
 
-def test_not_onnx_fails_the_parity_gate(pytester: pytest.Pytester, demo: Path, shared_cache: Path) -> None:
+def test_not_onnx_fails_the_parity_gate(tmp_path: Path, demo: Path, own_demo_cache: Path) -> None:
     """The usual slip: the .pth passed as --onnx."""
-    onnx = pytester.path / "model.onnx"
+    onnx = tmp_path / "model.onnx"
     os.link(demo / "checkpoint.pth", onnx)
-    gate = run_gate(pytester, "-m", "parity", "--onnx", str(onnx), "--max-images", "2", cache=shared_cache)
+    gate = run_gate(tmp_path, "-m", "parity", "--onnx", str(onnx), "--max-images", "2", cache=own_demo_cache)
     assert gate.outcome("test_onnx_well_formed") == "failed"
     assert re.match(rf"OnnxModelError: {re.escape(str(onnx))}: not an ONNX model \(.*\)\. Hint: ",
                     gate.message("test_onnx_well_formed")), gate.message("test_onnx_well_formed")
@@ -456,9 +431,8 @@ def test_not_onnx_fails_the_parity_gate(pytester: pytest.Pytester, demo: Path, s
 @pytest.fixture(scope="module")
 def toy_onnx(tmp_path_factory: pytest.TempPathFactory, toy_factory: Callable[..., Any],
              toy_exporter: Callable[..., Path]) -> dict[str, Path]:
-    """The toy model (exact IntraDA interface, exports in a second) with one defect each. Exported here,
-    not inside a pytester test: pytester restores sys.modules afterwards, and torch's exporter modules
-    imported during one test and dropped would be imported a second time (which aborts the process)."""
+    """The toy model (exact IntraDA interface, exports in a second) with one defect each, exported once
+    for the module."""
     d = tmp_path_factory.mktemp("toy-onnx")
     nan = toy_factory()
     with torch.no_grad():
@@ -482,14 +456,14 @@ BAD_ONNX: dict[str, tuple[list[str], str | None]] = {
 
 
 @pytest.mark.parametrize("case", list(BAD_ONNX))
-def test_bad_onnx_interface_fails_well_formedness(pytester: pytest.Pytester, shared_cache: Path, case: str,
+def test_bad_onnx_interface_fails_well_formedness(tmp_path: Path, own_demo_cache: Path, case: str,
                                                   toy_onnx: dict[str, Path]) -> None:
     """Structural defects are found by test_onnx_well_formed (failed) and stop every consumer of the ONNX
     (error, same line) before any inference."""
     onnx = toy_onnx[case.removesuffix("_single_size")]
     extra, problem = BAD_ONNX[case]
-    gate = run_gate(pytester, "-m", "parity", "-k", "not matches_pytorch", "--onnx", str(onnx), *extra,
-                    cache=shared_cache)
+    gate = run_gate(tmp_path, "-m", "parity", "-k", "not matches_pytorch", "--onnx", str(onnx), *extra,
+                    cache=own_demo_cache)
     if problem is None:
         assert gate.outcome("test_onnx_well_formed") == "passed", gate.tests
         return
@@ -500,13 +474,13 @@ def test_bad_onnx_interface_fails_well_formedness(pytester: pytest.Pytester, sha
     assert gate.message("test_onnx_well_formed").startswith(prefix)
 
 
-def test_onnx_with_nan_outputs_fails_both_gates(pytester: pytest.Pytester, demo: Path, shared_cache: Path,
+def test_onnx_with_nan_outputs_fails_both_gates(tmp_path: Path, demo: Path, own_demo_cache: Path,
                                                 toy_onnx: dict[str, Path]) -> None:
     """Structurally fine (well-formedness passes), numerically broken: running it must not give a verdict
     that passes. The NaN reaches the accuracy test as one line counting the non-finite values."""
     onnx = toy_onnx["nan_outputs"]
-    gate = run_gate(pytester, "-m", "parity or accuracy", "--onnx", str(onnx), "--cityscapes", str(demo / "cityscapes"),
-                    "--thresholds", str(demo / "thresholds.toml"), "--max-images", "2", cache=shared_cache)
+    gate = run_gate(tmp_path, "-m", "parity or accuracy", "--onnx", str(onnx), "--cityscapes", str(demo / "cityscapes"),
+                    "--thresholds", str(demo / "thresholds.toml"), "--max-images", "2", cache=own_demo_cache)
     assert gate.ret == pytest.ExitCode.TESTS_FAILED, gate.tail()
     verdicts = {g: v["verdict"] for g, v in gate.report["verdicts"].items()}
     assert verdicts["accuracy"] == "FAIL" and verdicts["parity"] == "FAIL", gate.tests
@@ -518,9 +492,9 @@ def test_onnx_with_nan_outputs_fails_both_gates(pytester: pytest.Pytester, demo:
     assert "Traceback" not in gate.stdout
 
 
-def _tree(pytester: pytest.Pytester, demo: Path) -> Path:
-    tree = pytester.path / "cityscapes"
-    _link_tree(demo / "cityscapes", tree)
+def _tree(tmp_path: Path, demo: Path) -> Path:
+    tree = tmp_path / "cityscapes"
+    link_tree(demo / "cityscapes", tree)
     return tree
 
 
@@ -560,23 +534,23 @@ BAD_TREES: dict[str, Callable[[Path], tuple[list[str], tuple[str, ...], str]]] =
 
 
 @pytest.mark.parametrize("case", list(BAD_TREES))
-def test_bad_cityscapes_tree_errors_the_tests_that_read_it(pytester: pytest.Pytester, demo: Path,
-                                                           shared_cache: Path, case: str) -> None:
+def test_bad_cityscapes_tree_errors_the_tests_that_read_it(tmp_path: Path, demo: Path,
+                                                           own_demo_cache: Path, case: str) -> None:
     """Found before any export: listing the split (every test) or preprocessing it (bins)."""
-    tree = _tree(pytester, demo)
+    tree = _tree(tmp_path, demo)
     extra, tests, prefix = BAD_TREES[case](tree)
-    gate = run_gate(pytester, "-m", "parity or accuracy", "--cityscapes", str(tree), "--weights",
+    gate = run_gate(tmp_path, "-m", "parity or accuracy", "--cityscapes", str(tree), "--weights",
                     str(demo / "checkpoint.pth"), "--thresholds", str(demo / "thresholds.toml"), *extra,
-                    cache=shared_cache)
+                    cache=own_demo_cache)
     assert_one_line_errors(gate, tests, prefix)
-    assert entries(shared_cache, "onnx") == [] and temp_dirs(shared_cache) == []
+    assert entries(own_demo_cache, "onnx") == [] and temp_dirs(own_demo_cache) == []
 
 
-def test_label_ids_out_of_range_error_the_accuracy_test(pytester: pytest.Pytester, demo: Path,
-                                                        shared_cache: Path) -> None:
+def test_label_ids_out_of_range_error_the_accuracy_test(tmp_path: Path, demo: Path,
+                                                        own_demo_cache: Path) -> None:
     """Judged from --dumps (no model needed): the bad label is found while scoring, in a worker process,
     and reported naming the label file."""
-    tree = _tree(pytester, demo)
+    tree = _tree(tmp_path, demo)
     samples = list_samples(tree)[:2]
     label = samples[1].label
     assert label is not None
@@ -585,16 +559,16 @@ def test_label_ids_out_of_range_error_the_accuracy_test(pytester: pytest.Pyteste
     ids[100:200, 100:200] = 40
     label.unlink()  # a hard link into the repository cache: replace it, never write through it
     Image.fromarray(ids).save(label)
-    dumps = pytester.path / "dumps"
+    dumps = tmp_path / "dumps"
     zeros = np.zeros((19, 65, 129), np.float32)
     for s in samples:
         write_dumps(dumps, s.name, zeros, zeros)
-    gate = run_gate(pytester, "-m", "accuracy", "--cityscapes", str(tree), "--dumps", str(dumps), "--thresholds",
-                    str(demo / "thresholds.toml"), "--max-images", "2", cache=shared_cache)
+    gate = run_gate(tmp_path, "-m", "accuracy", "--cityscapes", str(tree), "--dumps", str(dumps), "--thresholds",
+                    str(demo / "thresholds.toml"), "--max-images", "2", cache=own_demo_cache)
     assert_one_line_errors(gate, ("test_device_dumps_miou",),
                            f"DatasetError: {label}: label ids go up to 40, expected 0..33. Hint: ")
     assert gate.outcome("test_onnxruntime_miou") == "skipped"  # no model given: said, not passed
-    assert entries(shared_cache, "eval") == []
+    assert entries(own_demo_cache, "eval") == []
 
 
 def test_label_id_minus_one_is_ignored_not_refused(tmp_path: Path) -> None:
@@ -661,25 +635,25 @@ BAD_DUMPS: dict[str, Callable[[Path, list[str]], str]] = {
 
 
 @pytest.mark.parametrize("case", list(BAD_DUMPS))
-def test_bad_dumps_error_the_dumps_test(pytester: pytest.Pytester, demo: Path, shared_cache: Path,
+def test_bad_dumps_error_the_dumps_test(tmp_path: Path, demo: Path, own_demo_cache: Path,
                                         case: str) -> None:
     """--dumps of the first two demo images with one defect (zero logits otherwise: no model needed)."""
     names = [s.name for s in list_samples(demo / "cityscapes")[:2]]
-    dumps = pytester.path / "dumps"
+    dumps = tmp_path / "dumps"
     pattern = BAD_DUMPS[case](dumps, names)
-    gate = run_gate(pytester, "-m", "accuracy", "--cityscapes", str(demo / "cityscapes"), "--dumps", str(dumps),
-                    "--thresholds", str(demo / "thresholds.toml"), "--max-images", "2", cache=shared_cache)
+    gate = run_gate(tmp_path, "-m", "accuracy", "--cityscapes", str(demo / "cityscapes"), "--dumps", str(dumps),
+                    "--thresholds", str(demo / "thresholds.toml"), "--max-images", "2", cache=own_demo_cache)
     msg = gate.message("test_device_dumps_miou")
     assert re.match(pattern, msg), msg
     assert_one_line_errors(gate, ("test_device_dumps_miou",), msg)
 
 
-def test_full_cache_disk_while_preprocessing_is_one_line(pytester: pytest.Pytester, demo: Path) -> None:
+def test_full_cache_disk_while_preprocessing_is_one_line(tmp_path: Path, demo: Path) -> None:
     """A 4 MB tmpfs as the cache: the first 6.3 MB bin hits a real ENOSPC in a preprocessing worker."""
-    fs = pytester.path / "smallfs"
+    fs = tmp_path / "smallfs"
     with mounted(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(fs)], target=fs):
         cache = fs / "cache"
-        gate = run_gate(pytester, "-m", "parity", "-k", "matches_pytorch", *real_args(demo), "--max-images", "2",
+        gate = run_gate(tmp_path, "-m", "parity", "-k", "matches_pytorch", *real_args(demo), "--max-images", "2",
                         cache=cache)
         left = entries(cache, "bins"), temp_dirs(cache)
     # Today a BinsError naming the temporary bin (numpy reports the short write without an errno, so the
@@ -731,7 +705,8 @@ def _verify_entries(cache: Path) -> dict[str, list[str]]:
 def test_kill9_during_each_build_then_a_clean_run(tmp_path: Path, demo: Path) -> None:
     """`pytest acceptance -m accuracy` killed (SIGKILL to its process group) while it builds the ONNX
     export, then the bins, then the runner outputs; each time no entry of that kind exists and its temp
-    dir is left. The next run removes the stale temp dirs, builds each artifact once and passes."""
+    dir is left. The next run (in this process: it needs no process of its own) removes the stale temp
+    dirs, builds each artifact once and passes."""
     cache = seeded_cache(tmp_path / "cache", demo)
     log = tmp_path / "gate.log"
     args = ("-m", "accuracy", "--max-images", "2", "-p", "no:xdist")
@@ -761,11 +736,9 @@ def test_kill9_during_each_build_then_a_clean_run(tmp_path: Path, demo: Path) ->
     assert entries(cache, "onnx") and entries(cache, "bins"), "each rerun got past the previous kill"
 
     t0 = time.time()
-    report = tmp_path / "report"
-    final = subprocess.run([sys.executable, "-m", "pytest", *GATE, "--cache-dir", str(cache), "--report", str(report),
-                            *args], cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert final.returncode == 0, final.stdout[-4000:] + final.stderr[-2000:]
-    data = json.loads((report / "report.json").read_text())
+    final = run_gate(tmp_path, *args, cache=cache)
+    assert final.ret == 0, final.tail()
+    data = final.report
     assert data["verdicts"]["accuracy"]["verdict"] == "PASS"
     assert accuracy(data, "onnxruntime")["miou"] > 80
 
@@ -821,19 +794,19 @@ PROBE = textwrap.dedent('''
 
 
 @pytest.mark.slow
-def test_four_xdist_workers_build_each_artifact_once(pytester: pytest.Pytester, demo: Path,
+def test_four_xdist_workers_build_each_artifact_once(tmp_path: Path, demo: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """`pytest acceptance -n 4`: session fixtures run in every worker, so up to four processes ask for the
     same export, bins and outputs at once. Each is built once (one build event per key), the others
     wait on the lock or hit, and every worker's fixtures hand its tests the same bytes."""
-    cache = seeded_cache(pytester.path / "cache", demo)
-    probe_dir = pytester.path / "probe"
+    cache = seeded_cache(tmp_path / "cache", demo)
+    probe_dir = tmp_path / "probe"
     probe_dir.mkdir()
-    (pytester.path / "intrada_probe.py").write_text(PROBE)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(pytester.path), os.environ.get("PYTHONPATH")])))
+    (tmp_path / "intrada_probe.py").write_text(PROBE)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("INTRADA_PROBE_DIR", str(probe_dir))
-    gate = run_gate(pytester, "-n", "4", "-p", "intrada_probe", "-m", "parity or accuracy", "--max-images", "2",
-                    cache=cache)
+    gate = run_gate(tmp_path, "-n", "4", "-p", "intrada_probe", "-m", "parity or accuracy", "--max-images", "2",
+                    cache=cache, subprocess=True)
     assert gate.ret == 0, gate.tail()
     assert gate.report["verdicts"]["parity"]["verdict"] == "PASS"
     assert gate.report["verdicts"]["accuracy"]["verdict"] == "PASS"
@@ -876,13 +849,13 @@ def test_four_xdist_workers_build_each_artifact_once(pytester: pytest.Pytester, 
 
 # -- 4. a full disk under the ONNX export ------------------------------------------------------------------
 @pytest.mark.slow
-def test_full_cache_disk_during_the_onnx_export(pytester: pytest.Pytester, demo: Path) -> None:
+def test_full_cache_disk_during_the_onnx_export(tmp_path: Path, demo: Path) -> None:
     """A 20 MB tmpfs as the cache: the 178 MB export hits a real ENOSPC. Every test that needs the ONNX
     errors with the CacheError line, none passes, and nothing of the export is left on the disk."""
-    fs = pytester.path / "smallfs"
+    fs = tmp_path / "smallfs"
     with mounted(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(fs)], target=fs):
         cache = fs / "cache"
-        gate = run_gate(pytester, "-m", "parity or accuracy", "-k", "not matches_pytorch", *real_args(demo),
+        gate = run_gate(tmp_path, "-m", "parity or accuracy", "-k", "not matches_pytorch", *real_args(demo),
                         "--max-images", "2", cache=cache)
         left = entries(cache, "onnx"), temp_dirs(cache)
         used = os.statvfs(fs)
