@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 
 from _gate import GateRun, GateSeed, run_gate
-from _report import accuracy
+from _report import accuracy, results
 from intrada import protocol
 
 pytestmark = pytest.mark.slow
@@ -181,6 +181,36 @@ def test_onnx_from_perturbed_weights_fails_parity_only(tmp_path: Path, gate_seed
     assert "max|diff|/scale" in run.messages()["test_onnxruntime_matches_pytorch"]
     assert o["test_onnx_well_formed"] == "passed"
     assert o["test_onnxruntime_miou"] == "passed", "the perturbation must be one only parity can see"
+
+
+def test_one_perturbed_layer4_conv_fails_parity_naming_that_layer(tmp_path: Path, gate_seed: GateSeed,
+                                                                  own_cache: Path, mutant_dir: Path) -> None:
+    """One conv inside layer4 perturbed by 5% of its weights' spread: the main head moves by ~1e-4
+    of its scale, which the old fixed limit (1e-3) let through. The noise-derived limit (10 x the
+    float32 floor measured in the run) fails it, and the failure names the layer where it starts."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(gate_seed.onnx))
+    conv = [n for n in model.graph.node if n.op_type == "Conv" and n.name.startswith("/layer4/")][3]
+    for init in model.graph.initializer:
+        if init.name == conv.input[1]:
+            w = numpy_helper.to_array(init).copy()
+            w += np.random.default_rng(0).normal(size=w.shape).astype(np.float32) * np.float32(0.05 * w.std())
+            init.CopyFrom(numpy_helper.from_array(w, init.name))
+    path = mutant_dir / "layer4_conv.onnx"
+    onnx.save(model, str(path))
+    report = tmp_path / "report"
+    run = run_gate(tmp_path, "--benchmark-disable", "-m", "parity", "-k", "matches_pytorch", *gate_seed.real_args(),
+                   "--onnx", str(path), cache=own_cache, report=report)
+    assert run.outcomes()["test_onnxruntime_matches_pytorch"] == "failed"
+    message = run.messages()["test_onnxruntime_matches_pytorch"]
+    assert "main: max|diff|/scale" in message and "where: first diverging layer: layer4.0.conv3" in message
+    (verdict,) = results(run.report, gate="parity", subject="onnx")
+    limits = verdict["details"]["limits"]
+    assert limits["max_abs_over_scale"] < 1e-4 and not limits["bound_by_outer"]  # derived, far under 1e-3
+    assert verdict["details"]["layer_diff"]["first"].startswith("layer4.0.conv3")
+    assert "### Layer diff: first diverging layer: **layer4.0.conv3" in (report / "report.md").read_text()
 
 
 def test_onnx_with_floor_pooling_fails_well_formedness(tmp_path: Path, gate_seed: GateSeed, own_cache: Path,
