@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures.perf import make_batch
 from intrada import protocol
 from intrada.compare import compare_outputs
 from intrada.preprocess import read_bin
+from intrada.roofline import make_batch
 from intrada.runners.cpu import OnnxRuntimeRunner
 from intrada.verdict import Throughput, ThroughputTarget, judge_throughput, not_judged
 

@@ -92,13 +92,10 @@ def plan_for_config(cfg: Any) -> RunPlan:
     """The plan before the split is opened: images counted from the options (the demo has
     DEMO_IMAGES), device outputs from --om/--dumps and the tools found, the sample size from the
     thresholds in effect, the estimate from a small fp32 matmul measured now."""
-    import time
-
-    import torch
-
     from . import demo, protocol
     from .ascend.tools import discover
     from .cityscapes import list_samples
+    from .roofline import measure_matmul_gflops
     from .thresholds import load
 
     if cfg.cityscapes is not None:
@@ -113,18 +110,9 @@ def plan_for_config(cfg: Any) -> RunPlan:
     outputs = (["om"] if cfg.om is not None or discover(probe_api=False).anything else []) + \
         (["dumps"] if cfg.dumps is not None else [])
     thresholds = demo.demo_thresholds() if cfg.demo_model and cfg.thresholds is None else load(cfg.thresholds)
-    a = torch.rand(1024, 1024)
-    torch.mm(a, a)  # warm-up
-    best = min(_timed(lambda: torch.mm(a, a), time.perf_counter) for _ in range(3))
-    gflops = 2 * 1024**3 / best / 1e9
+    gflops = measure_matmul_gflops(n=1024, repeats=3).gflops
     return make_plan(images, device_outputs=outputs, onnx_accuracy=cfg.onnx_accuracy,
                      sample_images=thresholds.get("om", "onnx_sample_images"),
                      seconds_per_image=protocol.GFLOP_PER_IMAGE / gflops,
                      estimate_basis=f"{protocol.GFLOP_PER_IMAGE:.0f} GFLOP per image at this CPU's fp32 matmul rate, "
                      f"{gflops:.0f} GFLOP/s measured now")
-
-
-def _timed(fn: Any, clock: Any) -> float:
-    t0 = clock()
-    fn()
-    return float(clock() - t0)
