@@ -44,7 +44,7 @@ MUTANT = ("-m", GATES, "-k", "not openvino", "--max-images", "2")
 
 
 def test_embedded_submission_passes_every_gate(gate_seed: GateSeed) -> None:
-    """`pytest acceptance` with no options (the session seed, --benchmark-disable): the embedded submission."""
+    """`pytest acceptance` with no submission options (the session seed): the embedded submission."""
     run = gate_seed.default
     assert run.ret == 0, run.tail()
     data = run.report

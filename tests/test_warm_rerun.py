@@ -9,9 +9,10 @@ seed (tests/_gate.py, in the suite's process; it may already be warm, if not it 
 everything else reuses); the second is a new process, as a user's re-run is. Its exit code 0 is
 also the embedded submission's `pytest acceptance` passing as a shell sees it.
 
-Both runs pass --benchmark-disable: the perf gate still runs ONNX Runtime once per batch size and
-checks its outputs, but does not time it (inference is not artifact work, and the perf tests use
-the same artifact fixtures as the parity and accuracy tests).
+Both runs pass --benchmark-disable --batch-sizes 1 (tests/_gate.py SEED_ARGS): the perf gate still
+runs ONNX Runtime once and checks its outputs, but does not time it (inference is not artifact work,
+the perf tests use the same artifact fixtures as the parity and accuracy tests, and no artifact
+depends on the batch sizes).
 
 Printed, not asserted (no timing assertions in tests/): the cache's seconds (hit verification),
 the setup time of every fixture of fixtures/artifacts.py in the second run (measured by a small
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from _gate import RUN_ID_ENV, GateSeed
+from _gate import RUN_ID_ENV, SEED_ARGS, GateSeed
 from intrada.cache_events import CacheStats, read_events
 from intrada.hashing import file_sha256
 
@@ -73,7 +74,7 @@ def run_acceptance(workdir: Path, cache: Path, run_id: str, *extra: str, env: di
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", str(REPO / "acceptance"), "-c", str(REPO / "pytest.ini"), "--rootdir",
-         str(REPO), "-p", "no:cacheprovider", "--cache-dir", str(cache), "--benchmark-disable", *extra],
+         str(REPO), "-p", "no:cacheprovider", "--cache-dir", str(cache), *SEED_ARGS, *extra],
         cwd=workdir, capture_output=True, text=True, timeout=1200,
         env={**os.environ, **(env or {}), RUN_ID_ENV: run_id})
     return proc, time.perf_counter() - start
@@ -106,7 +107,7 @@ def test_warm_rerun_builds_nothing(tmp_path: Path, gate_seed: GateSeed) -> None:
         file_sha256(path)
         hashing[label] = (path.stat().st_size, time.perf_counter() - start)
 
-    print(f"\nwarm re-run of `pytest acceptance --benchmark-disable` against {cache} "
+    print(f"\nwarm re-run of `pytest acceptance {' '.join(SEED_ARGS)}` against {cache} "
           f"(load average {os.getloadavg()[0]:.2f})")
     print(f"  run 1 (the session seed, in the suite's process): {stats1.summary()}")
     print(f"  run 2: {stats2.summary()}; {second_s:.1f} s wall; hits verified in {1000 * stats2.hit_seconds:.1f} ms")
