@@ -93,7 +93,8 @@ def seed_cache(dst: Path, src: Path = SESSION_CACHE, kinds: tuple[str, ...] | No
         if kinds is not None and kind_dir.name not in kinds:
             continue
         if kind_dir.name == "labels":  # the label cache: plain files written by rename
-            link_tree(kind_dir, dst / "labels")
+            if keys is None:  # a cache seeded with chosen entries holds just those
+                link_tree(kind_dir, dst / "labels")
             continue
         for entry in sorted(kind_dir.iterdir()):
             if keys is not None and (kind_dir.name, entry.name) not in keys:
