@@ -841,6 +841,9 @@ def test_demo_om_through_the_fakes(tmp_path: Path, fakes, gate_seed, demo_om_cac
         assert "test_om_matches_onnx[om]" in failed and "test_om_throughput[bs1]" in failed, \
             "\n".join(result.outlines[-30:])
         assert parity["state"] == "failed" and parity["where"], parity  # says which classes turn into which
+        # the report shows where: a picture per sample image and the per-class IoU table
+        assert len(list(report.glob("disagreement-om-*.png"))) == 3
+        assert "| class | onnxruntime IoU | om IoU | delta |" in (report / "report.md").read_text()
         assert result.ret == pytest.ExitCode.TESTS_FAILED
         if mode == "swap":
             assert failed == ["test_om_matches_onnx[om]", "test_om_miou", "test_om_miou_matches_onnx[om]",
