@@ -35,7 +35,8 @@ FAKE_BIN = FAKES / "bin"
 FAKE_ATC_BIN = FAKES / "ascend-toolkit" / "latest" / "bin"
 FAKE_PYTHON = FAKES / "python"
 FAKE_ENV_VARS = ("INTRADA_CONTRACT_FAKES", "INTRADA_FAKE_NPU_CHIP", "INTRADA_FAKE_NPU_DEVICES", "INTRADA_FAKE_NPU_OUTPUTS",
-                 "INTRADA_FAKE_NPU_NOISE", "INTRADA_FAKE_NPU_MS", "INTRADA_FAKE_NPU_FAIL", "INTRADA_FAKE_ATC_FAIL")
+                 "INTRADA_FAKE_NPU_NOISE", "INTRADA_FAKE_NPU_MS", "INTRADA_FAKE_NPU_FAIL", "INTRADA_FAKE_ATC_FAIL",
+                 "INTRADA_FAKE_NPU_MEMO")
 
 
 DECLARED = "atc,npu-smi,ais_bench,benchmark,om"
@@ -61,10 +62,18 @@ def no_ascend(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
+@pytest.fixture(scope="session")
+def fake_npu_memo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One INTRADA_FAKE_NPU_MEMO for the session: the fake runtime computes each (om, input) once, and
+    every misbehaviour mode is applied to those outputs."""
+    return tmp_path_factory.mktemp("fake-npu-memo")
+
+
 @pytest.fixture
-def fakes(monkeypatch: pytest.MonkeyPatch, no_ascend: None):
+def fakes(monkeypatch: pytest.MonkeyPatch, no_ascend: None, fake_npu_memo: Path):
     """Every fake reachable the way the real tools are: atc and npu-smi / benchmark on PATH, the
     ais_bench package importable (in this process and in subprocesses)."""
+    monkeypatch.setenv("INTRADA_FAKE_NPU_MEMO", str(fake_npu_memo))
     monkeypatch.setenv("PATH", os.pathsep.join([str(FAKE_ATC_BIN), str(FAKE_BIN), _base_path()]))
     monkeypatch.setenv("PYTHONPATH", str(FAKE_PYTHON))
     monkeypatch.setenv("INTRADA_CONTRACT_FAKES", DECLARED)  # the fakes run only where they are declared
