@@ -25,6 +25,7 @@ import pytest
 from _report import results
 from intrada import protocol
 from intrada.ascend import atc, parsers, provenance, runners, tools
+from intrada.ascend.device import AscendRunner
 from intrada.errors import ToolError
 from intrada.runners.base import RunnerError
 
@@ -312,7 +313,7 @@ def test_om_option_maps_batch_sizes_from_the_seed_names(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # runners
 
-def _runner(kind: str, om: Path, batch_size: int) -> runners.AscendRunner:
+def _runner(kind: str, om: Path, batch_size: int) -> AscendRunner:
     return runners.make_runner(kind, om, batch_size=batch_size)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-import intrada.cache as cache_mod
+from intrada import cache_fs
 from intrada.cache import ArtifactCache
 from intrada.cache_events import CacheStats, read_events
 from intrada.cache_manifest import KEY_HEX_CHARS
@@ -581,7 +581,7 @@ def test_full_disk_during_build_is_a_cache_error_and_leaves_nothing(tmp_path: Pa
 def test_full_disk_reported_without_errno_is_still_a_cache_error(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # numpy.tofile and torch.save report a full disk as a plain RuntimeError/OSError without errno
-    monkeypatch.setattr(cache_mod, "_free_bytes", lambda path: 4096)
+    monkeypatch.setattr(cache_fs, "free_bytes", lambda path: 4096)
 
     def build(tmp: Path) -> None:
         (tmp / "bins").write_bytes(b"\0" * 100)
@@ -594,7 +594,7 @@ def test_full_disk_reported_without_errno_is_still_a_cache_error(tmp_path: Path,
 
 
 def test_plain_build_errors_are_not_blamed_on_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cache_mod, "_free_bytes", lambda path: 1 << 40)
+    monkeypatch.setattr(cache_fs, "free_bytes", lambda path: 1 << 40)
     with pytest.raises(OSError) as info:
         ArtifactCache(tmp_path).get_or_build("blob", PARTS, lambda tmp: open(tmp / "missing" / "x"))
     assert not isinstance(info.value, CacheError) and info.value.errno == errno.ENOENT
@@ -606,7 +606,7 @@ def test_full_disk_while_writing_the_manifest(tmp_path: Path, monkeypatch: pytes
             f.write(data[:7])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(cache_mod, "_write_file", no_space)
+    monkeypatch.setattr(cache_fs, "write_file", no_space)
     cache = ArtifactCache(tmp_path)
     with pytest.raises(CacheError, match=r"^" + str(tmp_path) + r": cannot write the manifest in blob/\.tmp-.* "
                                          r"\(No space left on device, ENOSPC\)\. Hint: free space on that disk"):

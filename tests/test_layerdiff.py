@@ -21,8 +21,10 @@ import torch
 from onnx import numpy_helper
 
 from intrada.compare import Limits, compare_outputs
-from intrada.layerdiff import LayerDiff, LayerRow, Scratch, compare_layer, diff_layers
-from intrada.layermap import OnnxStream, Point, map_layers, scope_of
+from intrada.layerdiff import LayerDiff, diff_layers
+from intrada.layermap import Point, map_layers, scope_of
+from intrada.layerstats import LayerRow, Scratch, compare_layer
+from intrada.onnxstream import OnnxStream
 
 LIMITS = Limits(max_abs_over_scale=2e-5, min_cosine=0.99999, min_argmax_agreement=0.999)
 SHAPE = (1, 3, 512, 1024)

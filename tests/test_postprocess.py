@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from intrada import postprocess, protocol
+from intrada import postprocess_dense, protocol
 from intrada.postprocess import (DENSE_CROSSOVER, contest_profile, upsample_argmax, upsample_argmax_reference,
                                  upsample_values)
 
@@ -178,24 +178,24 @@ def test_dense_path_recheck_decides_near_ties(monkeypatch: pytest.MonkeyPatch) -
     # The dense path's float32 matmul is off by an ulp or so; only the exact recheck of pixels
     # within its error bound makes it exact. Rows are kept on the dense path however many pixels
     # need the recheck (by default a row of mostly near ties goes to the sparse path).
-    monkeypatch.setattr(postprocess, "_DENSE_MAX_RECHECK", 1.0)
+    monkeypatch.setattr(postprocess_dense, "_DENSE_MAX_RECHECK", 1.0)
     logits = _near_tie_logits(4)
     ref = _torch_argmax(logits, (130, 260))
     np.testing.assert_array_equal(upsample_argmax(logits, (130, 260), dense_crossover=0), ref)
-    monkeypatch.setattr(postprocess, "_DENSE_BOUND", 0.0)  # without the bound, near ties come out wrong
+    monkeypatch.setattr(postprocess_dense, "_DENSE_BOUND", 0.0)  # without the bound, near ties come out wrong
     assert np.count_nonzero(upsample_argmax(logits, (130, 260), dense_crossover=0) != ref) > 100
 
 
-@pytest.mark.parametrize("max_recheck", [postprocess._DENSE_MAX_RECHECK, 1.0])
+@pytest.mark.parametrize("max_recheck", [postprocess_dense._DENSE_MAX_RECHECK, 1.0])
 def test_dense_path_without_blas_is_exact_too(monkeypatch: pytest.MonkeyPatch, max_recheck: float) -> None:
-    monkeypatch.setattr(postprocess, "_matmul_is_fp32", lambda: False)
-    monkeypatch.setattr(postprocess, "_DENSE_MAX_RECHECK", max_recheck)
+    monkeypatch.setattr(postprocess_dense, "_matmul_is_fp32", lambda: False)
+    monkeypatch.setattr(postprocess_dense, "_DENSE_MAX_RECHECK", max_recheck)
     for logits in (_near_tie_logits(5), np.random.default_rng(9).normal(0, 3, (19, 9, 17)).astype(np.float32)):
         _assert_all_paths(logits, (130, 260), _torch_argmax(logits, (130, 260)))
 
 
 def test_reduced_precision_matmul_is_detected(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert postprocess._matmul_is_fp32.__wrapped__()  # this machine's BLAS: IEEE float32
+    assert postprocess_dense._matmul_is_fp32.__wrapped__()  # this machine's BLAS: IEEE float32
     real = np.matmul
 
     def bf16_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # inputs rounded to bfloat16
@@ -205,7 +205,7 @@ def test_reduced_precision_matmul_is_detected(monkeypatch: pytest.MonkeyPatch) -
         return real(*bf16)
 
     monkeypatch.setattr(np, "matmul", bf16_matmul)
-    assert not postprocess._matmul_is_fp32.__wrapped__()
+    assert not postprocess_dense._matmul_is_fp32.__wrapped__()
 
 
 def test_integer_logits_with_many_exact_ties() -> None:

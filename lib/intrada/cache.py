@@ -22,14 +22,11 @@ Typical use::
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
-import contextlib
 import os
-import re
-import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -38,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from . import cache_fs
 from .cache_events import EVENTS, CacheStats, append_event
 from .cache_lock import acquire, held, new_lock, try_lock
 from .cache_manifest import KEY_HEX_CHARS, MANIFEST, CacheEntry, canonical_json, entry_key, load_entry, make_manifest
@@ -47,63 +45,11 @@ __all__ = ["ArtifactCache"]
 
 log = logging.getLogger("intrada.cache")
 
-#: Below this many free bytes a failed build is blamed on the full disk, because many writers
-#: (numpy.tofile, torch.save) report ENOSPC without an errno.
-FULL_DISK_BYTES = 1 << 20
 _TMP_PREFIX = ".tmp-"
 _HINT_WRITABLE = "pass --cache-dir DIR to use a writable directory"
 _HINT_SPACE = "free space on that disk or pass --cache-dir DIR on another one"
 
 Build = Callable[[Path], "Mapping[str, Any] | None"]
-
-
-# --------------------------------------------------------------------------------------------
-# OS-error handling
-
-def _os_reason(exc: OSError) -> str:
-    name = errno.errorcode.get(exc.errno or -1)
-    text = exc.strerror or str(exc)
-    return f"{text}, {name}" if name else text
-
-
-def _free_bytes(path: Path) -> int:
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return 1 << 62  # unknown: do not blame the disk
-    return st.f_bavail * st.f_frsize
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        yield cur
-        cur = cur.__cause__ or cur.__context__
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-
-
-def _rmtree(path: Path) -> None:
-    """Best effort: cleanup must never hide the error that caused it."""
-    try:
-        shutil.rmtree(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("intrada cache: could not remove %s (%s); it will be removed later", path, _os_reason(exc))
-
-
-_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:32] or "host"
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,7 +154,7 @@ class ArtifactCache:
         if path is not None and path != self.root:
             target = f" {path.relative_to(self.root) if path.is_relative_to(self.root) else path}"
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        return CacheError(self.root, f"cannot {action}{target} ({_os_reason(exc)})",
+        return CacheError(self.root, f"cannot {action}{target} ({cache_fs.os_reason(exc)})",
                           _HINT_SPACE if full else _HINT_WRITABLE)
 
     def _load(self, kind: str, key: str) -> tuple[CacheEntry | None, str | None]:
@@ -222,7 +168,7 @@ class ArtifactCache:
                rebuild: bool, reason: str | None) -> CacheEntry:
         kind_dir = self.root / kind
         with self._io("create a temporary build directory in", kind_dir):
-            tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{key}-{_HOST}-{os.getpid()}-", dir=kind_dir))
+            tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{key}-{cache_fs.HOST}-{os.getpid()}-", dir=kind_dir))
         t0 = time.perf_counter()
         try:
             try:
@@ -230,20 +176,20 @@ class ArtifactCache:
                     info = build(tmp)
             except BaseException as exc:
                 # Judge the disk before the partial files are removed and free it again.
-                full = isinstance(exc, Exception) and self._disk_full(exc, tmp)
+                full = isinstance(exc, Exception) and cache_fs.disk_full(exc, tmp)
                 self._record(kind, "build_failed", key, time.perf_counter() - t0, best_effort=True)
                 if full:
                     raise CacheError(self.root, f"disk full while building {what} in {kind}/ "
-                                     f"({self._full_reason(exc)})", _HINT_SPACE) from exc
+                                     f"({cache_fs.full_reason(exc)})", _HINT_SPACE) from exc
                 raise
             manifest = make_manifest(kind, key, parts, what, tmp, info, time.perf_counter() - t0)
             with self._io("write the manifest in", tmp):
-                _write_file(tmp / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+                cache_fs.write_file(tmp / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
                 # mkdtemp makes 0700 directories; entries are shared by every account using the cache.
                 os.chmod(tmp, 0o755)
                 os.rename(tmp, self.entry_dir(kind, key))
         except BaseException:
-            _rmtree(tmp)
+            cache_fs.rmtree(tmp)
             raise
         seconds = time.perf_counter() - t0
         extra: dict[str, Any] = {"reason": reason} if reason else {}
@@ -251,27 +197,15 @@ class ArtifactCache:
         log.info("intrada cache: built %s (%s/%s) in %.1f s", what, kind, key, seconds)
         return CacheEntry(kind, key, self.entry_dir(kind, key), manifest, built=True)
 
-    def _disk_full(self, exc: BaseException, tmp: Path) -> bool:
-        if any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in _chain(exc)):
-            return True
-        return _free_bytes(tmp) < FULL_DISK_BYTES
-
-    @staticmethod
-    def _full_reason(exc: BaseException) -> str:
-        for e in _chain(exc):
-            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-                return _os_reason(e)
-        return f"less than {FULL_DISK_BYTES >> 20} MiB free; build() raised {type(exc).__name__}: {exc}"
-
     def _discard(self, kind: str, key: str, path: Path) -> None:
         """Remove an entry: first rename it to a temp name so no reader finds half of it."""
-        aside = path.with_name(f"{_TMP_PREFIX}{key}-{_HOST}-{os.getpid()}-discard-{time.monotonic_ns()}")
+        aside = path.with_name(f"{_TMP_PREFIX}{key}-{cache_fs.HOST}-{os.getpid()}-discard-{time.monotonic_ns()}")
         with self._io("remove the broken entry", path):
             try:
                 os.rename(path, aside)
             except FileNotFoundError:
                 return
-        _rmtree(aside)
+        cache_fs.rmtree(aside)
 
     def _sweep(self, kind: str, only_key: str | None = None) -> int:
         """Remove temp dirs whose key lock is free: their builder is gone (flock dies with it)."""
@@ -292,7 +226,7 @@ class ArtifactCache:
                 # Listed again under the lock: a build that finished meanwhile has renamed its dir.
                 for n in os.listdir(kind_dir):
                     if n.startswith(_TMP_PREFIX + key):
-                        _rmtree(kind_dir / n)
+                        cache_fs.rmtree(kind_dir / n)
                         removed += 1
         if removed:
             log.info("intrada cache: removed %d stale temp dir(s) in %s", removed, kind_dir)
@@ -341,7 +275,7 @@ class ArtifactCache:
             self._stats.setdefault(kind, CacheStats()).count(
                 event, seconds, rebuild=bool(extra.get("rebuild")), count=int(extra.get("count", 1)))
         line = canonical_json({"t": round(time.time(), 6), "event": event, "kind": kind, "key": key,
-                               "seconds": round(seconds, 6), "pid": os.getpid(), "host": _HOST,
+                               "seconds": round(seconds, 6), "pid": os.getpid(), "host": cache_fs.HOST,
                                "run": self.run_id, **extra}) + "\n"
         try:
             append_event(self.root, line)

@@ -17,24 +17,24 @@ and takes ``np.argmax`` over the classes. :func:`upsample_argmax_reference` does
 * Where most cells of a row of cells are contested (noisy logits), the dense path interpolates
   every candidate class over the whole row: a float32 matmul gives approximate values with a
   proven error bound, and only pixels whose best and second-best values are within twice the
-  bound (where rounding could decide) are recomputed exactly. A measured cost model picks the
-  path per row of cells. Cost depends on the data: see docs/performance.md.
+  bound (where rounding could decide) are recomputed exactly (:mod:`intrada.postprocess_dense`).
+  A measured cost model picks the path per row of cells. Cost depends on the data: see
+  docs/performance.md.
 * Exact values reproduce torch's float32 arithmetic: the same source coordinates
   (``scale = (in - 1) / (out - 1)`` in float32, ``src = scale * dst``), the same weights, the
   width pass inside the height pass, and the fused multiply-adds of torch's vectorised CPU kernel
   (AVX2 / AVX512), so values and the argmax (first maximum wins) are bit-identical to torch on
   those CPUs; on torch 2.13 for outputs with height + width >= 129 (smaller ones take a torch path
-  whose values differ by an ulp on some pixels).
+  whose values differ by an ulp on some pixels). The arithmetic is in :mod:`intrada.bilinear`.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from . import protocol
+from .bilinear import Axis, fma, source_axis
 from .checks import find_nonfinite
+from .postprocess_dense import fill_dense_rows
 
 LABEL_SIZE: tuple[int, int] = (protocol.LABEL_H, protocol.LABEL_W)
 
@@ -49,60 +49,6 @@ _PRUNE_MARGIN = 2.0 ** -18
 # of the row): a dense value costs ~1/4 of a sparse one. Measured with
 # benchmarks/calibrate_dense_crossover.py; figures in docs/performance.md.
 DENSE_CROSSOVER = 0.25
-# Error bound of the dense path's approximate values, relative to the largest |logit| involved
-# (see _fill_dense_rows); gaps up to twice this are recomputed exactly.
-_DENSE_BOUND = 2.0 ** -19
-# ... and the share of a row's pixels rechecked beyond which the row goes to the sparse path.
-_DENSE_MAX_RECHECK = 1 / 16
-
-
-@dataclass(frozen=True)
-class _Axis:
-    """Source index pair and weights of every output position along one axis (torch's formula)."""
-
-    i0: np.ndarray  # int64 lower source index
-    i1: np.ndarray  # int64 upper source index (== i0 on the last source row / column)
-    w0: np.ndarray  # float32 weight of i0 (1 - lambda)
-    w1: np.ndarray  # float32 weight of i1 (lambda)
-    starts: np.ndarray  # int64 [in_size + 1]: output positions of cell k are starts[k]:starts[k+1]
-    counts: np.ndarray  # int64 [in_size]: output positions per cell (0 only when downsampling)
-    cell_pos: np.ndarray  # int64 [in_size, span]: each cell's positions, padded with its last one
-
-
-@lru_cache(maxsize=8)
-def _axis(in_size: int, out_size: int) -> _Axis:
-    # aten area_pixel_compute_scale / compute_source_index_and_lambda with align_corners=True, all
-    # in float32 (opmath of float): scale = float(in - 1) / (out - 1); src = scale * dst;
-    # i0 = trunc(src); lambda = clamp(src - i0, 0, 1); i1 = i0 + (i0 < in - 1).
-    if out_size > 1:
-        scale = np.float32(in_size - 1) / np.float32(out_size - 1)
-    else:
-        scale = np.float32(0.0)
-    src = np.float32(scale) * np.arange(out_size, dtype=np.float32)
-    i0 = np.minimum(src.astype(np.int64), in_size - 1)
-    lam = np.clip(src - i0.astype(np.float32), np.float32(0), np.float32(1)).astype(np.float32)
-    i1 = i0 + (i0 < in_size - 1)
-    w0 = (np.float32(1) - lam).astype(np.float32)
-    # i0 is non-decreasing, so the output positions of each cell form one contiguous run.
-    starts = np.searchsorted(i0, np.arange(in_size + 1), side="left").astype(np.int64)
-    counts = np.diff(starts)
-    # A fixed span lets all cells be processed as one array; padding repeats a real position, so
-    # padded entries compute and write exactly the value of that position again.
-    span = max(int(counts.max()), 1)
-    offsets = np.minimum(np.arange(span)[None, :], np.maximum(counts - 1, 0)[:, None])
-    cell_pos = np.minimum(starts[:-1, None] + offsets, max(out_size - 1, 0))
-    for arr in (i0, i1, w0, lam, starts, counts, cell_pos):
-        arr.setflags(write=False)
-    return _Axis(i0, i1, w0, lam, starts, counts, cell_pos)
-
-
-def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """float32 ``a * b + c`` with one rounding, like the FMA instruction torch's kernel uses.
-
-    A product of two float32 is exact in float64, so only the final sum rounds twice (float64,
-    then float32); that double rounding can differ from a true FMA in astronomically rare cases.
-    """
-    return (a.astype(np.float64) * b + c).astype(np.float32)
 
 
 def _check_logits(logits: np.ndarray) -> np.ndarray:
@@ -143,11 +89,11 @@ def upsample_values(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE,
     logits = _check_logits(logits)
     if classes is not None:
         logits = logits[np.asarray(classes)]
-    ax_h = _axis(logits.shape[1], size[0])
-    ax_w = _axis(logits.shape[2], size[1])
+    ax_h = source_axis(logits.shape[1], size[0])
+    ax_w = source_axis(logits.shape[2], size[1])
     # torch evaluates w-pass inside h-pass: t = fma(s[i0], w0, s[i1] * w1) per axis.
-    t = _fma(logits[:, :, ax_w.i0], ax_w.w0, logits[:, :, ax_w.i1] * ax_w.w1)
-    return _fma(t[:, ax_h.i0, :], ax_h.w0[:, None], t[:, ax_h.i1, :] * ax_h.w1[:, None])
+    t = fma(logits[:, :, ax_w.i0], ax_w.w0, logits[:, :, ax_w.i1] * ax_w.w1)
+    return fma(t[:, ax_h.i0, :], ax_h.w0[:, None], t[:, ax_h.i1, :] * ax_h.w1[:, None])
 
 
 def _cell_candidates(logits: np.ndarray) -> np.ndarray:
@@ -188,7 +134,7 @@ def upsample_argmax(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE, *,
     """
     logits = _check_logits(logits)
     _, h, w = logits.shape
-    ax_h, ax_w = _axis(h, int(size[0])), _axis(w, int(size[1]))
+    ax_h, ax_w = source_axis(h, int(size[0])), source_axis(w, int(size[1]))
     cand, n_cand, contested, dense_rows = _plan(logits, ax_h, ax_w, dense_crossover)
     # argmax of a one-hot column is its only True; contested cells are overwritten below.
     cell_winner = cand.argmax(axis=0).astype(np.uint8)
@@ -196,7 +142,7 @@ def upsample_argmax(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE, *,
     # np.repeat calls (much faster than a 2-D fancy-index gather).
     pred = np.repeat(np.repeat(cell_winner, ax_w.counts, axis=1), ax_h.counts, axis=0)
     if dense_rows.size:
-        contested[_fill_dense_rows(pred, logits, cand, dense_rows, ax_h, ax_w)] = False
+        contested[fill_dense_rows(pred, logits, cand, dense_rows, ax_h, ax_w)] = False
 
     ci, cj = np.nonzero(contested)
     ks = n_cand[ci, cj]
@@ -212,7 +158,7 @@ def upsample_argmax(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE, *,
     return pred
 
 
-def _plan(logits: np.ndarray, ax_h: _Axis, ax_w: _Axis,
+def _plan(logits: np.ndarray, ax_h: Axis, ax_w: Axis,
           dense_crossover: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(candidates [C, h, w], their count [h, w], contested cells [h, w], dense cell rows)."""
     cand = _cell_candidates(logits)
@@ -230,96 +176,18 @@ def contest_profile(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE, *,
     """What :func:`upsample_argmax` faces: share of contested cells, their mean number of candidate
     classes, share of rows of cells planned dense (a row with many exact ties may still go sparse)."""
     logits = _check_logits(logits)
-    ax_h, ax_w = _axis(logits.shape[1], int(size[0])), _axis(logits.shape[2], int(size[1]))
+    ax_h, ax_w = source_axis(logits.shape[1], int(size[0])), source_axis(logits.shape[2], int(size[1]))
     _, n_cand, contested, dense_rows = _plan(logits, ax_h, ax_w, dense_crossover)
     return {"contested_cells": float(contested.mean()),
             "mean_candidates": float(n_cand[contested].mean()) if contested.any() else 0.0,
             "dense_rows": dense_rows.size / max(int((ax_h.counts > 0).sum()), 1)}
 
 
-def _fill_dense_rows(pred: np.ndarray, logits: np.ndarray, cand: np.ndarray, cell_rows: np.ndarray,
-                     ax_h: _Axis, ax_w: _Axis) -> np.ndarray:
-    """Fill whole rows of cells, every candidate class; returns the rows filled.
-
-    A float32 matmul [rows x 2 weights] @ [2 source rows x W] per class gives approximate values
-    (several times cheaper than emulating torch's FMA); a running argmax keeps best and second
-    best. Pixels where they are within twice the error bound are recomputed exactly (a row with
-    over _DENSE_MAX_RECHECK of them is left to the sparse path); elsewhere the approximate winner
-    beats all others by more than both errors, so it is torch's unique maximum. Bound (u = 2^-24,
-    S = largest |logit| of the row's classes on its two source rows, weights in [0, 1] summing to
-    ~1): torch's width pass fl(s0 w0 + fl(s1 w1)), ours, the length-2 float32 dot product (gamma_2,
-    any order, FMA or not) and torch's height pass are each within ~2uS of the real value, so
-    |approx - torch| <= 8uS; we take 2^-19 S = 32uS, plus 2^-140 for underflow (<= 2^-150 each)."""
-    h = logits.shape[1]
-    r1s = ax_h.i1[ax_h.starts[cell_rows]]
-    src_rows = np.union1d(cell_rows, r1s)
-    where = np.zeros(h, np.intp)
-    where[src_rows] = np.arange(src_rows.size)
-    s = logits[:, src_rows]
-    # approximate width pass of every class on the source rows needed, (C, len(src_rows), W)
-    t = np.take(s, ax_w.i0, axis=2) * ax_w.w0 + np.take(s, ax_w.i1, axis=2) * ax_w.w1  # C-ordered
-    matmul_ok = _matmul_is_fp32()
-    done = []
-    for i, r1 in zip(cell_rows.tolist(), r1s.tolist()):
-        a, b = int(ax_h.starts[i]), int(ax_h.starts[i + 1])
-        classes = np.flatnonzero(cand[:, i].any(axis=1))
-        tt = t[np.ix_(classes, [where[i], where[r1]])]  # (m, 2, W)
-        wy = np.stack([ax_h.w0[a:b], ax_h.w1[a:b]], axis=1)  # (rows, 2)
-        if matmul_ok:
-            approx = np.matmul(wy, tt)  # (m, rows, W)
-        else:
-            approx = tt[:, :1] * wy[None, :, :1] + tt[:, 1:] * wy[None, :, 1:]
-        idx, gap = _running_argmax(approx, classes)
-        sr = logits[np.ix_(classes, [i, r1])]  # (m, 2, w)
-        bound = _DENSE_BOUND * float(np.abs(sr).max()) + 2.0 ** -140
-        near = gap <= 2 * bound
-        n_near = int(np.count_nonzero(near))
-        if n_near > _DENSE_MAX_RECHECK * near.size:
-            continue  # mostly exact or near ties (e.g. constant logits): cheaper on the sparse path
-        if n_near:
-            ys, xs = np.nonzero(near)
-            # exact: torch's width pass on the two source rows at these columns, then height pass
-            ex = _fma(sr[:, :, ax_w.i0[xs]], ax_w.w0[xs], sr[:, :, ax_w.i1[xs]] * ax_w.w1[xs])
-            val = _fma(ex[:, 0], ax_h.w0[ys + a], ex[:, 1] * ax_h.w1[ys + a])  # (m, n)
-            idx[ys, xs] = classes[np.argmax(val, axis=0)]  # first maximum, like np.argmax
-        pred[a:b] = idx
-        done.append(i)
-    return np.array(done, np.intp)
-
-
-def _running_argmax(values: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(class of the largest of values[r] per pixel, lowest r on ties; best minus second best)."""
-    best = values[0].copy()
-    second = np.full(best.shape, -np.inf, np.float32)
-    idx = np.full(best.shape, classes[0], np.uint8)
-    low, win, upd = np.empty_like(best), np.empty(best.shape, bool), np.empty(best.shape, np.uint8)
-    for r in range(1, classes.size):
-        v = values[r]  # classes ascend: max(idx, win * c) updates idx without a masked copy
-        np.greater(v, best, out=win)
-        np.minimum(best, v, out=low)
-        np.maximum(second, low, out=second)
-        np.maximum(best, v, out=best)
-        np.multiply(win, np.uint8(classes[r]), out=upd)
-        np.maximum(idx, upd, out=idx)
-    return idx, best - second
-
-
-@lru_cache(maxsize=1)
-def _matmul_is_fp32() -> bool:
-    """Whether np.matmul meets the float32 error bound the dense path relies on. A BLAS can be set
-    to reduced precision (e.g. oneMKL's MKL_BLAS_COMPUTE_MODE); then plain numpy arithmetic is used."""
-    rng = np.random.default_rng(0)
-    wy = rng.uniform(0, 1, (16, 2)).astype(np.float32)
-    t = (1 + rng.uniform(0, 1, (3, 2, 2048))).astype(np.float32)
-    exact = np.matmul(wy.astype(np.float64), t.astype(np.float64))  # all terms positive
-    return bool((np.abs(np.matmul(wy, t) - exact) <= 2.0 ** -22 * exact).all())  # 2 x gamma_2
-
-
 _MAX_VALUES = 2_000_000
 
 
 def _fill_contested(pred: np.ndarray, flat: np.ndarray, cand: np.ndarray, ci: np.ndarray, cj: np.ndarray,
-                    k: int, hw: tuple[int, int], ax_h: _Axis, ax_w: _Axis) -> None:
+                    k: int, hw: tuple[int, int], ax_h: Axis, ax_w: Axis) -> None:
     """Interpolate and argmax the k candidate classes of cells (ci, cj), writing into ``pred``.
     The n cells lie side by side, (span_h, n * span_w) per class: long inner loops for numpy."""
     h, w = hw
@@ -333,8 +201,8 @@ def _fill_contested(pred: np.ndarray, flat: np.ndarray, cand: np.ndarray, ci: np
     base0 = np.repeat(classes * (h * w) + ci * w, span_w, axis=1)  # (k, n * span_w) source rows
     base1 = np.repeat(classes * (h * w) + r1 * w, span_w, axis=1)
     # width pass on both source rows; torch: t = fma(s[x0], w0, s[x1] * w1)
-    t0 = _fma(flat[base0 + x0], wx0, flat[base0 + x1] * wx1).astype(np.float64)
-    t1 = _fma(flat[base1 + x0], wx0, flat[base1 + x1] * wx1)
+    t0 = fma(flat[base0 + x0], wx0, flat[base0 + x1] * wx1).astype(np.float64)
+    t1 = fma(flat[base1 + x0], wx0, flat[base1 + x1] * wx1)
     # height pass, (k, span_h, n * span_w), rounded once like an FMA: fma(t0, wy0, t1 * wy1)
     wy0 = np.repeat(ax_h.w0[rows].T, span_w, axis=1)  # (span_h, n * span_w)
     wy1 = np.repeat(ax_h.w1[rows].T, span_w, axis=1)

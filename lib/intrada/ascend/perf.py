@@ -9,7 +9,7 @@ from ..verdict import Throughput, ThroughputTarget, Verdict, judge_throughput
 
 def judge_device_throughput(run: Any, *, device: str, soc_version: str | None, target: Any | None,
                             threshold_path: str, **extra: Any) -> Verdict:
-    """``run``: an :class:`intrada.ascend.runners.DeviceRun`; ``target``: the thresholds'
+    """``run``: an :class:`intrada.ascend.device.DeviceRun`; ``target``: the thresholds'
     :class:`~intrada.thresholds.DeviceTarget` for this SoC and batch size, or None."""
     card = target is not None and target.unit == "card"
     chips = target.chips_per_card if target is not None and card else 1

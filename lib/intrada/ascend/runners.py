@@ -1,9 +1,10 @@
 """Running an om: the ais_bench Python API, the ``python3 -m ais_bench`` CLI, the legacy benchmark tool.
 
-Each is a :class:`~intrada.runners.base.Runner` (``with runner: aux, main = runner.infer(batch)``),
-and each can also run a whole directory of preprocessed bins, which is how the device tools work and
-where their own throughput comes from: :meth:`AscendRunner.run_split` returns a :class:`DeviceRun`
-(the per-sample output files in the tool's naming + the tool's throughput).
+Each is a :class:`~intrada.runners.base.Runner` (``with runner: aux, main = runner.infer(batch)``)
+through :class:`intrada.ascend.device.AscendRunner`, and each can also run a whole directory of
+preprocessed bins, which is how the device tools work and where their own throughput comes from:
+:meth:`AscendRunner.run_split` returns a :class:`~intrada.ascend.device.DeviceRun` (the
+per-sample output files in the tool's naming + the tool's throughput).
 
 Throughput is always the tool's own timing of the device, never a wall clock around a subprocess:
 
@@ -31,7 +32,8 @@ import numpy as np
 from .. import protocol
 from ..dumps import write_dumps
 from ..errors import BinsError, ToolError
-from ..runners.base import Runner, RunnerError, RunRecord
+from ..runners.base import RunnerError, RunRecord
+from .device import AscendRunner, DeviceRun, stage_inputs, tool_timeout
 from .parsers import ais_bench_model_batch, batch_mismatch, parse_benchmark_perf, read_ais_bench_summary
 from .provenance import run_is_fake
 from .tools import run_logged
@@ -40,75 +42,6 @@ _OUT_SHAPE = protocol.OUTPUT_SHAPE_CHW
 # the seed's gen_dataset_info call writes "512 1024" (width and height swapped, written verbatim)
 INFO_WIDTH, INFO_HEIGHT = "512", "1024"
 INFO_NAME = "intraDA_deeplabv2_pre_bin_512_1024.info"  # the seed's info file name
-
-
-def _timeout(images: int) -> float:
-    # a device does ~50 images/s; the generous margin is for the first model load and slow disks
-    return 600.0 + 10.0 * images
-
-
-#: A device tool's run of a split is a :class:`~intrada.runners.base.RunRecord` whose timing is the
-#: tool's own (never a wall clock around a subprocess).
-DeviceRun = RunRecord
-
-
-def stage_inputs(bins_dir: Path, names: Sequence[str], dest: Path) -> Path:
-    """A directory holding exactly ``<name>.bin`` for ``names``: device tools take a whole
-    directory (ais_bench sorts every *.bin in it, benchmark lists what its info file lists).
-    ``bins_dir`` itself when it already is that, else ``dest`` filled with symlinks."""
-    wanted = {f"{n}.bin" for n in names}
-    missing = [n for n in names if not (bins_dir / f"{n}.bin").is_file()]
-    if missing:
-        raise BinsError(bins_dir, f"{len(missing)} of {len(names)} bins missing (e.g. {missing[0]}.bin)",
-                        "preprocess the split first (`intrada preprocess`)")
-    present = {p.name for p in bins_dir.iterdir() if p.suffix == ".bin"}
-    if present == wanted:
-        return bins_dir
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for n in names:
-        os.symlink((bins_dir / f"{n}.bin").absolute(), dest / f"{n}.bin")
-    return dest
-
-
-class AscendRunner(Runner):
-    """An om on one device with a static batch size (one om per batch size, as the seed builds)."""
-
-    backend = "ascend"
-    kind = "abstract"
-
-    def __init__(self, om: str | os.PathLike[str], *, batch_size: int, device_id: int = 0) -> None:
-        super().__init__()
-        self.om = Path(om).absolute()
-        if batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
-        self.device_id = device_id
-
-    @property
-    def name(self) -> str:
-        return f"{self.kind}-runner ({self.om.name})"
-
-    def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "tool": self.kind, "om": str(self.om), "batch_size": self.batch_size,
-                "device_id": self.device_id, "fake": run_is_fake(self.kind)}
-
-    def _check_om(self) -> None:
-        if not self.om.is_file():
-            raise ToolError(self.om, "om file not found", "pass --om PATH.om or let the gate build it with atc")
-
-    # Device tools run whole directories of bins (run_split, overridden by each); only the Python
-    # API also has a per-batch infer.
-    def _activate(self) -> None:
-        self._check_om()
-
-    def _deactivate(self) -> None:
-        pass
-
-    def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        raise RunnerError(self.name, f"{self.kind} runs whole directories of bins, not single batches",
-                          "use run_split(), or the ais_bench-api runner for per-batch inference")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -265,7 +198,7 @@ class AisBenchCliRunner(AscendRunner):
         cmd = self.command(input_dir, out_dir, dirname)
         log = out_dir / f"{dirname}.log"
         output = run_logged(cmd, what=f"ais_bench ({self.om.name}, bs{self.batch_size}, device {self.device_id})",
-                            log_path=log, timeout=_timeout(len(names)),
+                            log_path=log, timeout=tool_timeout(len(names)),
                             hint="check --device-id, and that the om was built for this chip")
         summary = read_ais_bench_summary(summary_path)
         model_bs, source = ais_bench_model_batch(output, summary, summary_path)
@@ -332,7 +265,7 @@ class LegacyBenchmarkRunner(AscendRunner):
         cmd = self.command(info)
         log = work / f"benchmark_bs{self.batch_size}.log"
         run_logged(cmd, what=f"{self.executable.name} ({self.om.name}, bs{self.batch_size}, device {self.device_id})",
-                   log_path=log, cwd=work, timeout=_timeout(len(names)),
+                   log_path=log, cwd=work, timeout=tool_timeout(len(names)),
                    hint="check --device-id, and that the om was built for this chip")
         if not perf.is_file():
             raise ToolError(perf, "the benchmark tool wrote no perf file",
