@@ -262,7 +262,9 @@ def _miou(hist: np.ndarray) -> float:
 
 
 SLOW_IMAGES = 2
-VARIANTS = ("correct", "aux", "rgb", "no_mean", "raw_label_ids")
+# RGB-ordered input and no mean subtraction need forwards of their own; tests/test_gate.py pins them
+# (test_dumps_from_wrong_preprocessing_fail: the same two images through ONNX Runtime and the gate).
+VARIANTS = ("correct", "aux", "raw_label_ids")
 
 
 @pytest.fixture(scope="module")
@@ -287,8 +289,6 @@ def slow_mious(net: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -
         hists["correct"] += _confusion(gt, _predict(main))
         hists["aux"] += _confusion(gt, _predict(aux))
         hists["raw_label_ids"] += _confusion(raw, _predict(main))  # labelIds taken for trainIds
-        hists["rgb"] += _confusion(gt, _predict(forward(rgb, order_bgr=False)[1]))
-        hists["no_mean"] += _confusion(gt, _predict(forward(rgb, subtract_mean=False)[1]))
     return {v: _miou(h) for v, h in hists.items()}
 
 
@@ -305,7 +305,7 @@ def test_demo_miou_is_above_its_threshold(slow_mious: dict[str, float]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["aux", "rgb", "no_mean", "raw_label_ids"])
+@pytest.mark.parametrize("variant", ["aux", "raw_label_ids"])
 def test_demo_mutants_fall_far_below_the_threshold(slow_mious: dict[str, float], variant: str) -> None:
     assert slow_mious[variant] < _demo_threshold() - 20, slow_mious
     assert slow_mious[variant] == pytest.approx(MEASURED_2_IMAGES[variant], abs=0.5), slow_mious
@@ -314,7 +314,7 @@ def test_demo_mutants_fall_far_below_the_threshold(slow_mious: dict[str, float],
 # Measured with torch 2.13 CPU on the first two images of seed DEMO_SEED (pinned so that a change of
 # the generator is noticed and re-measured; the tolerances absorb BLAS differences between machines).
 MEASURED_2_IMAGES: dict[str, float] = {
-    "correct": 85.31, "aux": 34.28, "rgb": 20.56, "no_mean": 12.57, "raw_label_ids": 2.22,
+    "correct": 85.31, "aux": 34.28, "raw_label_ids": 2.22,
 }
 
 

@@ -312,7 +312,12 @@ def test_dumps_from_wrong_preprocessing_fail(tmp_path: Path, gate_seed: GateSeed
     assert o["test_device_dumps_miou"] == "failed"
     assert o["test_om_matches_onnx[dumps]"] == "failed"
     assert o["test_onnxruntime_miou"] == "passed"
-    assert accuracy(run.report, "dumps")["miou"] < 30
+    # measured on these 2 images with torch 2.13 (an independent forward, tests/test_demo.py before it
+    # left the pin here): RGB-ordered 20.56, no mean subtraction 12.57; the demo threshold is 80
+    assert accuracy(run.report, "dumps")["miou"] == pytest.approx(MEASURED_2_IMAGES[kind], abs=0.5)
+
+
+MEASURED_2_IMAGES = {"rgb": 20.56, "nomean": 12.57}
 
 
 def test_dumps_with_aux_as_main_fail(tmp_path: Path, gate_seed: GateSeed, dumps: dict,

@@ -174,26 +174,24 @@ def evaluation_entry(cache: ArtifactCache, samples: Sequence[Sample], dumps: Any
     return json.loads(entry.file("score.json").read_text())  # type: ignore[no-any-return]
 
 
-def noise_floor_entry(cache: ArtifactCache, weights: Path, bins: Bins, samples: Sequence[Sample],
-                      fp32_outputs: Any) -> dict[str, Any]:
+def noise_floor_entry(cache: ArtifactCache, weights: Path, bins: Bins, samples: Sequence[Sample]) -> dict[str, Any]:
     """The float32 rounding noise of ``weights`` on ``samples`` (intrada.noise: float32 vs float64
-    forward), keyed by everything that moves it: checkpoint, images, torch version, code. The stored
-    PyTorch outputs stand in for the float32 forward, so only the float64 one runs (on a miss)."""
+    forward on the centre ``noise.GATE_CROP`` of each image), keyed by everything that moves it:
+    checkpoint, images, crop, torch version and threads, code."""
     import torch
 
     from . import checkpoint, model, noise, pipeline
 
     names = [s.name for s in samples]
     parts = {"checkpoint_sha256": cached_file_sha256(weights), "bins": bins.key, "names": names,
-             "torch": torch.__version__, "threads": torch.get_num_threads(),
+             "crop": list(noise.GATE_CROP), "torch": torch.__version__, "threads": torch.get_num_threads(),
              "code": pipeline.code_fingerprint(noise, model, checkpoint)}
 
     def build(tmp: Path) -> dict[str, Any]:
         from .preprocess import read_bin
 
         net = checkpoint.load_model(weights)[0]
-        floor = noise.measure_noise_floor(net, [read_bin(bins.path(n)) for n in names], fp32_outputs=[
-            (fp32_outputs.read(n, "aux"), fp32_outputs.read(n, "main")) for n in names])
+        floor = noise.measure_noise_floor(net, [read_bin(bins.path(n)) for n in names], crop=noise.GATE_CROP)
         (tmp / "floor.json").write_text(json.dumps({**floor.as_dict(), "report": floor.report()}, indent=1))
         return {"floor": floor.max_abs_over_scale}
 

@@ -32,6 +32,12 @@ from .compare import Limits, TensorStats
 
 # One float32 ulp relative to the scale: below it a difference cannot be told from rounding.
 MIN_FLOOR: float = 2.0 ** -23
+# Where the gate measures the floor: the centre 256x512 of each parity image. The float64 forward
+# costs 2-8 float32 forwards on CPU; on a quarter of the pixels it costs a quarter, and the floor
+# stays the same (demo checkpoint, the 2 parity images: 1.42e-6 on 256x512 crops in 12.7 s, 1.45e-6
+# on the full 512x1024 images in ~45 s; docs/diagnosis.md). A 128x256 crop is cheaper still but
+# moves more from image to image (0.97e-6 .. 1.96e-6), so the gate keeps the larger one.
+GATE_CROP: tuple[int, int] = (256, 512)
 
 
 def _heads(out: Any) -> list[torch.Tensor]:
