@@ -6,6 +6,7 @@ import pytest
 from intrada.classdiff import disagreement_over
 from intrada.compare import compare_stored
 from intrada.layerdiff import first_diverging_layer
+from intrada.noise import GATE_CROP
 from intrada.noise import parity_limits as derived_limits
 from intrada.onnx_export import inspect_onnx
 from intrada.upstream import compare_with_upstream, find_upstream
@@ -33,7 +34,7 @@ def test_onnxruntime_matches_pytorch(torch_outputs, onnx_outputs, parity_samples
     where, layers = None, None
     if not result:
         layers = first_diverging_layer(submission.weights, onnx_file, bins.path(parity_samples[0].name),
-                                       parity_limits.limits, limit_source=parity_limits.report())
+                                       parity_limits.limits, limit_source=parity_limits.report(), crop=GATE_CROP)
         where = layers.report()
     gate_report.judge(judge_parity(result, gate="parity", subject="onnx", where=where,
                                    limits=parity_limits.as_dict(), limit_source=parity_limits.report(),

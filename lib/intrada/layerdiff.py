@@ -227,12 +227,25 @@ def write_report(result: LayerDiff, json_path: str | os.PathLike[str] | None = N
 
 
 def first_diverging_layer(weights: str | os.PathLike[str], onnx_path: str | os.PathLike[str],
-                          bin_path: str | os.PathLike[str], limits: Limits, *, limit_source: str = "") -> LayerDiff:
+                          bin_path: str | os.PathLike[str], limits: Limits, *, limit_source: str = "",
+                          crop: tuple[int, int] | None = None) -> LayerDiff:
     """:func:`diff_layers` of a checkpoint and an ONNX on one preprocessed .bin (the gate's call when
-    its parity test fails)."""
+    its parity test fails).
+
+    ``crop`` (h, w): diff the centre crop first, a fraction of the cost (a changed weight, op or
+    attribute moves every position, so the crop names the same layer); only when no layer diverges
+    there (a difference confined to the borders, e.g. padding) is the whole image diffed."""
     from .checkpoint import load_model
+    from .noise import centre_crop
     from .preprocess import read_bin
 
     model, _ = load_model(weights)
-    return diff_layers(model, onnx_path, read_bin(bin_path), limits, image_name=Path(bin_path).stem,
-                       candidate=str(onnx_path), limit_source=limit_source)
+    image, name = read_bin(bin_path)[None], Path(bin_path).stem
+    if crop is not None and (crop[0] < image.shape[-2] or crop[1] < image.shape[-1]):
+        on_crop = diff_layers(model, onnx_path, centre_crop(image, crop), limits,
+                              image_name=f"{name} (centre {crop[0]}x{crop[1]})", candidate=str(onnx_path),
+                              limit_source=limit_source)
+        if not on_crop.passed:
+            return on_crop
+    return diff_layers(model, onnx_path, image, limits, image_name=name, candidate=str(onnx_path),
+                       limit_source=limit_source)
