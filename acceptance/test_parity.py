@@ -5,7 +5,7 @@ import pytest
 
 from intrada.classdiff import disagreement_over
 from intrada.compare import compare_stored
-from intrada.layerdiff import first_diverging_layer
+from intrada.layerdiff import locate_divergence
 from intrada.noise import GATE_CROP
 from intrada.noise import parity_limits as derived_limits
 from intrada.onnx_export import inspect_onnx
@@ -29,13 +29,11 @@ def test_onnxruntime_matches_pytorch(torch_outputs, onnx_outputs, parity_samples
     """Both heads, on real preprocessed images of the split, within [parity] limits derived from the
     float32 noise measured on this machine (noise_factor x floor, the fixed limits as outer bound).
     When they differ, the first diverging layer is found and named."""
-    result = compare_stored("pytorch", "onnxruntime", torch_outputs, onnx_outputs, [s.name for s in parity_samples],
-                            parity_limits.limits)
-    where, layers = None, None
-    if not result:
-        layers = first_diverging_layer(submission.weights, onnx_file, bins.path(parity_samples[0].name),
-                                       parity_limits.limits, limit_source=parity_limits.report(), crop=GATE_CROP)
-        where = layers.report()
+    names = [s.name for s in parity_samples]
+    result = compare_stored("pytorch", "onnxruntime", torch_outputs, onnx_outputs, names, parity_limits.limits)
+    where, layers = (None, None) if result else locate_divergence(
+        torch_outputs, onnx_outputs, names, parity_limits.limits, weights=submission.weights, onnx_path=onnx_file,
+        bin_path=bins.path(names[0]), limit_source=parity_limits.report(), crop=GATE_CROP)
     gate_report.judge(judge_parity(result, gate="parity", subject="onnx", where=where,
                                    limits=parity_limits.as_dict(), limit_source=parity_limits.report(),
                                    layer_diff=None if layers is None else {**layers.as_dict(),

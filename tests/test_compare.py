@@ -198,3 +198,32 @@ def test_parity_result_judges_on_construction() -> None:
     s.update(np.zeros(SHAPE, np.float32), np.ones(SHAPE, np.float32))
     r = ParityResult("r", "c", 1, [s], Limits(max_abs_over_scale=0.5))
     assert r.failures == ["main: max|diff|/scale 1 > 0.5"] and not r
+
+
+class _Stored:
+    """Stored outputs as the gate reads them: ``read(name, head)``."""
+
+    def __init__(self, heads: dict[str, tuple[np.ndarray, np.ndarray]], has_aux: bool = True) -> None:
+        self.heads, self.has_aux = heads, has_aux
+
+    def read(self, name: str, head: str) -> np.ndarray:
+        return self.heads[name][0 if head == "aux" else 1]
+
+
+def test_swapped_heads_names_outputs_in_the_wrong_order() -> None:
+    from intrada.compare import swapped_heads
+
+    pairs = _images(3, n=2, noise=1e-6)
+    names = ["a", "b"]
+    ref = _Stored({n: p[0] for n, p in zip(names, pairs)})
+    same = _Stored({n: p[1] for n, p in zip(names, pairs)})
+    crossed = _Stored({n: (p[1][1], p[1][0]) for n, p in zip(names, pairs)})
+    limits = Limits(max_abs_over_scale=1e-5, min_cosine=0.99999, min_argmax_agreement=0.999)
+    line = swapped_heads("pytorch", "onnxruntime", ref, crossed, names, limits)
+    assert line == ("onnxruntime's output 0 is the main head and output 1 the aux head (pytorch's heads, crossed, "
+                    "agree within the limits on 2 images): the outputs are in the wrong order")
+    assert swapped_heads("pytorch", "onnxruntime", ref, same, names, limits) is None  # in order: not crossed
+    other = _Stored({n: (p[1][1] + 1.0, p[1][0]) for n, p in zip(names, pairs)})  # crossed, and one head off
+    assert swapped_heads("pytorch", "onnxruntime", ref, other, names, limits) is None
+    assert swapped_heads("pytorch", "dumps", ref, _Stored(crossed.heads, has_aux=False), names, limits) is None
+    assert swapped_heads("pytorch", "onnxruntime", ref, crossed, [], limits) is None

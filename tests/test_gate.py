@@ -156,6 +156,9 @@ def test_onnx_with_swapped_outputs_fails_parity_and_accuracy(tmp_path: Path, gat
     o = run.outcomes()
     assert o["test_onnx_well_formed"] == "passed"
     assert o["test_onnxruntime_matches_pytorch"] == "failed"
+    # where: read from the stored outputs (no layer diff: every layer agrees, only the order differs)
+    assert ("where: onnxruntime's output 0 is the main head and output 1 the aux head"
+            in run.messages()["test_onnxruntime_matches_pytorch"])
     assert o["test_onnxruntime_miou"] == "failed"
     assert "below the threshold" in run.messages()["test_onnxruntime_miou"]
     assert run.ret == 1
@@ -202,7 +205,7 @@ def test_one_perturbed_layer4_conv_fails_parity_naming_that_layer(tmp_path: Path
     onnx.save(model, str(path))
     report = tmp_path / "report"
     run = run_gate(tmp_path, "--benchmark-disable", "-m", "parity", "-k", "matches_pytorch", *gate_seed.real_args(),
-                   "--onnx", str(path), cache=own_cache, report=report)
+                   "--onnx", str(path), "--max-images", "2", cache=own_cache, report=report)
     assert run.outcomes()["test_onnxruntime_matches_pytorch"] == "failed"
     message = run.messages()["test_onnxruntime_matches_pytorch"]
     assert "main: max|diff|/scale" in message and "where: first diverging layer: layer4.0.conv3" in message

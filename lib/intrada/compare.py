@@ -12,6 +12,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from . import protocol
 from .checks import count_nonfinite
 
 
@@ -195,3 +196,20 @@ def compare_stored(reference: str, candidate: str, ref: Any, cand: Any, names: S
         for s, head in zip(stats, heads):
             s.update(ref.read(name, head), cand.read(name, head))
     return ParityResult(reference, candidate, len(names), stats, limits)
+
+
+def swapped_heads(reference: str, candidate: str, ref: Any, cand: Any, names: Sequence[str],
+                  limits: Limits) -> str | None:
+    """When the candidate's two heads are the reference's in the other order (an export that lists
+    its outputs main first: the protocol takes outputs by position, index 1 = main), one line saying
+    so; None otherwise. A stored-output check, so the gate can say where without a layer diff."""
+    if not getattr(cand, "has_aux", True) or not names:
+        return None
+    crossed = compare_outputs(reference, f"{candidate} (heads crossed)",
+                              (((ref.read(n, "aux"), ref.read(n, "main")), (cand.read(n, "main"), cand.read(n, "aux")))
+                               for n in names), limits)
+    if not crossed:
+        return None
+    return (f"{candidate}'s output {protocol.AUX_OUTPUT_INDEX} is the main head and output "
+            f"{protocol.MAIN_OUTPUT_INDEX} the aux head ({reference}'s heads, crossed, agree within the limits on "
+            f"{len(names)} image{'s' if len(names) != 1 else ''}): the outputs are in the wrong order")

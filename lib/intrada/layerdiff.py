@@ -19,12 +19,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from .compare import Limits
+from .compare import Limits, swapped_heads
 from .errors import OnnxModelError
 from .layermap import LayerMap, Point, map_layers
 from .layerstats import LayerRow, Scratch, compare_layer
@@ -249,3 +249,17 @@ def first_diverging_layer(weights: str | os.PathLike[str], onnx_path: str | os.P
             return on_crop
     return diff_layers(model, onnx_path, image, limits, image_name=name, candidate=str(onnx_path),
                        limit_source=limit_source)
+
+
+def locate_divergence(reference: Any, candidate: Any, names: Sequence[str], limits: Limits, *,
+                      weights: str | os.PathLike[str], onnx_path: str | os.PathLike[str],
+                      bin_path: str | os.PathLike[str], limit_source: str = "",
+                      crop: tuple[int, int] | None = None) -> tuple[str, LayerDiff | None]:
+    """Where a failed PyTorch-vs-ONNX parity starts, cheapest answer first: heads in the wrong order
+    (read from the stored outputs, :func:`intrada.compare.swapped_heads`), else the first diverging
+    layer (:func:`first_diverging_layer`). Returns the line and the layer diff when one ran."""
+    crossed = swapped_heads("pytorch", "onnxruntime", reference, candidate, names, limits)
+    if crossed is not None:
+        return crossed, None
+    layers = first_diverging_layer(weights, onnx_path, bin_path, limits, limit_source=limit_source, crop=crop)
+    return layers.report(), layers
