@@ -135,6 +135,20 @@ def bins_entry(cache: ArtifactCache, samples: Sequence[Sample], *, workers: int 
     return Bins(entry.path, entry.key, tuple(names))
 
 
+# Up to this many images, outputs and the noise floor are keyed by the bytes of their bins (8 demo bins:
+# 50 MB, ~0.1 s to hash once per process), so a run on other bins of the same images hits: a --max-images
+# run's parity images, a sample of a split judged before. Above it, by the bins entry's key: hashing the
+# 500 val bins (3 GB) would cost seconds on every warm run.
+CONTENT_KEYED_IMAGES = 8
+
+
+def inputs_key(bins: Bins, names: Sequence[str]) -> dict[str, Any]:
+    """What outputs of ``names`` read: their bins' sha256 (few images) or the bins entry (many)."""
+    if len(names) <= CONTENT_KEYED_IMAGES:
+        return {"bins_sha256": [cached_file_sha256(bins.path(n)) for n in names]}
+    return {"bins": bins.key}
+
+
 def outputs_entry(cache: ArtifactCache, runner: Any, model_id: dict[str, Any], bins: Bins,
                   samples: Sequence[Sample], description: str) -> Any:
     """Outputs of ``runner`` on ``samples``, stored once as ais_bench-layout dumps; a DumpSet."""
@@ -143,7 +157,7 @@ def outputs_entry(cache: ArtifactCache, runner: Any, model_id: dict[str, Any], b
 
     names = [s.name for s in samples]
     desc = {k: v for k, v in runner.describe().items() if k != "threads"}
-    parts = {"runner": desc, "model": model_id, "bins": bins.key, "names": names,
+    parts = {"runner": desc, "model": model_id, **inputs_key(bins, names), "names": names,
              "code": pipeline.code_fingerprint(pipeline)}
 
     def build(tmp: Path) -> dict[str, Any]:
@@ -183,7 +197,7 @@ def noise_floor_entry(cache: ArtifactCache, weights: Path, bins: Bins, samples: 
     from . import checkpoint, model, noise, pipeline
 
     names = [s.name for s in samples]
-    parts = {"checkpoint_sha256": cached_file_sha256(weights), "bins": bins.key, "names": names,
+    parts = {"checkpoint_sha256": cached_file_sha256(weights), **inputs_key(bins, names), "names": names,
              "crop": list(noise.GATE_CROP), "torch": torch.__version__, "threads": torch.get_num_threads(),
              "code": pipeline.code_fingerprint(noise, model, checkpoint)}
 
