@@ -32,22 +32,24 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # --- the inner loop: `pytest -m "not slow"` ----------------------------------------------------
 
-# Fixtures that build or run the real DeepLabv2 at full size (3x512x1024: ~4 s per forward on 2
-# cores) or the gate itself. A test that uses one, directly or through another fixture, is `slow`,
-# and so is every gate test of acceptance/ in the README's run (they judge the embedded demo). What
-# is left for `pytest -m "not slow"` runs on toy models, crops and the meta device.
-FULL_SIZE_FIXTURES = frozenset({
+# Fixtures of the tests that are `slow`: they run the real DeepLabv2 at full size (3x512x1024: ~4 s
+# per forward on 2 cores), the gate, or tool processes. A test that uses one, directly or through
+# another fixture, is marked `slow` here (others carry the mark themselves), and so is every gate
+# test of acceptance/ in the README's run (they judge the embedded demo). What is left for
+# `pytest -m "not slow"` runs in this process on toy models, crops and the meta device.
+SLOW_FIXTURES = frozenset({
     "gate_seed", "own_cache", "demo",  # the gate on the embedded demo (tests/_gate.py, test_robustness.py)
     "exported_onnx", "big_io",  # the full export of the random checkpoint and its forwards
     "demo_model",  # tests/test_layerdiff.py: the demo network on crops and full images
     "net",  # tests/test_demo.py: the demo network on full images
+    "no_ascend",  # tests/test_ascend_contract.py: the gate and the Ascend fakes as tool processes
 })
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     acceptance = REPO_ROOT / "acceptance"
     for item in items:
-        if item.path.is_relative_to(acceptance) or FULL_SIZE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        if item.path.is_relative_to(acceptance) or SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 

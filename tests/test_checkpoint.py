@@ -400,6 +400,7 @@ def test_cli_pth2onnx_bad_checkpoint(bad_checkpoint: Callable[[str], Path], tmp_
         assert not (path.parent / "PWNED").exists()
 
 
+@pytest.mark.slow  # a console-script process per case
 @pytest.mark.parametrize("case", ["missing", "truncated", "plain_pickle", "malicious_pickle", "wrong_keys"])
 def test_console_script_bad_checkpoint(bad_checkpoint: Callable[[str], Path], tmp_path: Path, case: str) -> None:
     """The installed `intrada` entry point in a fresh process (default warning filters, real exit)."""
