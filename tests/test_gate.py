@@ -106,6 +106,26 @@ def test_demo_on_the_real_path_gives_the_same_verdict(tmp_path: Path, gate_seed:
     assert accuracy(run.report, "onnxruntime")["miou"] == accuracy(gate_seed.default.report, "onnxruntime")["miou"]
 
 
+def test_parity_alone_runs_onnx_runtime_on_the_parity_images_only(tmp_path: Path, gate_seed: GateSeed,
+                                                                  own_cache: Path) -> None:
+    """-m parity reads ONNX Runtime's outputs on the 2 parity images only: it runs on those, not on
+    the 8 images of the split (on a 500-image split: seconds instead of ~35 min). Here everything is
+    a cache hit: the seed computed those 2 images (content-keyed outputs), nothing is built."""
+    from intrada.cache_events import read_events
+
+    run = run_gate(tmp_path, "--benchmark-disable", "-m", "parity", "-k", "not openvino", *gate_seed.real_args(),
+                   cache=own_cache)
+    assert run.ret == 0, run.tail()
+    plan = run.report["sections"]["plan"]
+    assert plan["parity_only"] and plan["images"] == 8 and plan["onnx_indices"] == [0, 1], plan
+    assert "intrada gate: plan: only parity tests read ONNX Runtime's outputs" in run.stdout
+    assert [e for e in read_events(own_cache) if e["event"] == "build"] == []
+    # with the ONNX mIoU selected too, ONNX Runtime covers the split again
+    both = run_gate(tmp_path, "--benchmark-disable", "-m", "parity or accuracy", "-k", "not openvino",
+                    *gate_seed.real_args(), cache=own_cache)
+    assert not both.report["sections"]["plan"]["parity_only"] and both.report["sections"]["plan"]["onnx_images"] == 8
+
+
 def test_subset_is_not_certified_without_permission(tmp_path: Path, gate_seed: GateSeed,
                                                     own_cache: Path) -> None:
     """--max-images on a thresholds file that does not allow subsets: the accuracy gate fails."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from intrada.plan import make_plan, spread
+from intrada.plan import make_plan, split_needed, spread
 
 
 def test_spread_covers_first_to_last() -> None:
@@ -37,3 +37,24 @@ def test_plan_is_plain_data() -> None:
     d = make_plan(20, device_outputs=["om", "dumps"], onnx_accuracy="auto", sample_images=4).as_dict()
     assert d["onnx_images"] == 4 and d["onnx_indices"] == [0, 6, 13, 19] and d["device_outputs"] == ["om", "dumps"]
     assert d["seconds_per_image"] is None and "om and dumps outputs are judged" in d["reason"]
+
+
+def test_only_parity_tests_need_only_the_parity_images() -> None:
+    parity = ({"onnx_outputs", "torch_outputs", "parity_samples"}, {"parity"})
+    accuracy = ({"onnx_outputs", "onnx_score"}, {"accuracy"})
+    perf = ({"onnx_outputs", "batch_size"}, {"perf"})
+    om = ({"onnx_outputs", "om_outputs"}, {"om", "accuracy"})
+    assert not split_needed([parity, parity]) and not split_needed([]) and not split_needed([({"onnx_file"}, {"om"})])
+    assert split_needed([parity, accuracy]) and split_needed([perf]) and split_needed([om])
+
+    plan = make_plan(500, device_outputs=[], onnx_accuracy="auto", sample_images=8, seconds_per_image=4.0,
+                     estimate_basis="measured")
+    only = plan.for_parity_only(2)
+    assert only.onnx_indices == (0, 1) and only.images == 500 and only.parity_only
+    assert only.lines()[0] == ("ONNX Runtime on 2 of 500 images (~8 s): only parity tests read ONNX Runtime's "
+                               "outputs: the 2 parity images ([parity] images), not the whole split")
+    assert not any("--onnx-accuracy full" in line for line in only.lines())
+    assert only.as_dict()["parity_only"] and not plan.as_dict()["parity_only"]
+    sample = make_plan(500, device_outputs=["om"], onnx_accuracy="auto", sample_images=8).for_parity_only(2)
+    assert sample.onnx_indices == (0, 71) and "not the sample of 8" in sample.reason  # the first 2 of the sample
+    assert make_plan(2, device_outputs=[], onnx_accuracy="auto", sample_images=8).for_parity_only(2).parity_only is False

@@ -10,8 +10,8 @@ with the statistical reason there), unless ``--onnx-accuracy full`` asks for the
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -41,6 +41,7 @@ class RunPlan:
     reason: str  # why this many ONNX images
     seconds_per_image: float | None  # ONNX Runtime, estimated for this machine
     estimate_basis: str
+    parity_only: bool = False  # only parity tests read ONNX Runtime's outputs (see split_needed)
 
     @property
     def onnx_full(self) -> bool:
@@ -56,18 +57,40 @@ class RunPlan:
 
         out = [f"ONNX Runtime on {len(self.onnx_indices)} of {self.images} images{cost(len(self.onnx_indices))}: "
                f"{self.reason}"]
-        if not self.onnx_full:
+        if not self.onnx_full and not self.parity_only:
             out.append(f"ONNX Runtime on all {self.images} images would take{cost(self.images) or ' longer'}; "
                        "pass --onnx-accuracy full to run it")
         if self.seconds_per_image is not None:
             out.append(f"estimate: {self.seconds_per_image:.1f} s per image ({self.estimate_basis})")
         return out
 
+    def for_parity_only(self, parity_images: int) -> RunPlan:
+        """The plan when only parity tests read ONNX Runtime's outputs (:func:`split_needed` is
+        False): ONNX Runtime on the parity images alone, the first ``parity_images`` of the plan's."""
+        indices = self.onnx_indices[:parity_images]
+        if len(indices) == len(self.onnx_indices):
+            return self
+        return replace(self, onnx_indices=indices, parity_only=True,
+                       reason=f"only parity tests read ONNX Runtime's outputs: the {len(indices)} parity image"
+                              f"{'s' if len(indices) != 1 else ''} ([parity] images), not {self._what()}")
+
+    def _what(self) -> str:
+        return "the whole split" if self.onnx_full else f"the sample of {len(self.onnx_indices)}"
+
     def as_dict(self) -> dict[str, Any]:
         return {"images": self.images, "onnx_images": len(self.onnx_indices), "onnx_indices": list(self.onnx_indices),
-                "device_outputs": list(self.device_outputs), "reason": self.reason,
+                "device_outputs": list(self.device_outputs), "reason": self.reason, "parity_only": self.parity_only,
                 "seconds_per_image": self.seconds_per_image, "estimate_basis": self.estimate_basis,
                 "lines": self.lines()}
+
+
+def split_needed(selected: Iterable[tuple[Collection[str], Collection[str]]]) -> bool:
+    """Whether any selected test reads ONNX Runtime's outputs beyond the parity images: ``selected``
+    gives each test's fixture names and marker names. Parity tests (marker ``parity``) read the parity
+    images only; the ONNX mIoU (accuracy), the om and dumps comparisons (om) and the timed outputs
+    (perf) read the plan's images. With ``-m parity`` on a 500-image split, the first kind alone
+    would otherwise cost ONNX Runtime on every image (~35 min on 2 cores) to compare 2."""
+    return any("onnx_outputs" in fixtures and "parity" not in markers for fixtures, markers in selected)
 
 
 def make_plan(images: int, *, device_outputs: Sequence[str], onnx_accuracy: str, sample_images: int,
