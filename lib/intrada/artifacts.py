@@ -8,6 +8,7 @@ Run once, judge many times: runners write their outputs here once; judges only r
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,20 +150,68 @@ def inputs_key(bins: Bins, names: Sequence[str]) -> dict[str, Any]:
     return {"bins": bins.key}
 
 
+def _reusable(cache: ArtifactCache, identity: str, wanted: dict[str, str]) -> dict[str, tuple[Path, str]]:
+    """Outputs already in the cache for some of ``wanted`` ({name: sha256 of its bin}): name ->
+    (complete outputs entry of the same runner, model and code, the name its files carry there)."""
+    import re
+
+    found: dict[str, tuple[Path, str]] = {}
+    by_sha = {sha: name for name, sha in wanted.items()}
+    entry_name = re.compile(r"^[0-9a-f]{20}$")  # complete entries only: no temp or lock dirs
+    root = cache.root / "outputs"
+    for entry in sorted(root.iterdir()) if root.is_dir() else ():
+        if not entry_name.match(entry.name) or not (entry / "manifest.json").is_file():
+            continue
+        try:
+            info = json.loads((entry / "manifest.json").read_text()).get("info") or {}
+        except (OSError, ValueError):
+            continue
+        if info.get("identity") != identity:
+            continue
+        for donor, sha in (info.get("inputs") or {}).items():
+            name = by_sha.get(sha)
+            if name is not None and name not in found and (entry / f"{donor}_1.bin").is_file():
+                found[name] = (entry, donor)
+    return found
+
+
 def outputs_entry(cache: ArtifactCache, runner: Any, model_id: dict[str, Any], bins: Bins,
                   samples: Sequence[Sample], description: str) -> Any:
-    """Outputs of ``runner`` on ``samples``, stored once as ais_bench-layout dumps; a DumpSet."""
+    """Outputs of ``runner`` on ``samples``, stored once as ais_bench-layout dumps; a DumpSet.
+
+    Per image, outputs are a function of the runner, the model and the bin's bytes: when the entry
+    is built for a few images (content-keyed, :func:`inputs_key`), images another entry of the same
+    runner and model already holds are linked from it, and the runner runs on the others only (a
+    --max-images run after a full one, a sample of a split judged before)."""
+    import hashlib
+    import shutil
+
     from . import pipeline
     from .dumps import DumpSet
 
     names = [s.name for s in samples]
     desc = {k: v for k, v in runner.describe().items() if k != "threads"}
-    parts = {"runner": desc, "model": model_id, **inputs_key(bins, names), "names": names,
-             "code": pipeline.code_fingerprint(pipeline)}
+    inputs = inputs_key(bins, names)
+    code = pipeline.code_fingerprint(pipeline)
+    parts = {"runner": desc, "model": model_id, **inputs, "names": names, "code": code}
+    identity = hashlib.sha256(json.dumps([desc, model_id, code], sort_keys=True, default=str).encode()).hexdigest()
+    shas = dict(zip(names, inputs.get("bins_sha256", ())))
 
     def build(tmp: Path) -> dict[str, Any]:
-        record = runner.run_split(bins.directory, names, tmp, batch_size=1, progress=True, desc=description)
-        return {"images": len(names), **desc, "throughput": record.throughput, "timing": record.throughput_field}
+        reused = _reusable(cache, identity, shas) if shas else {}
+        for name, (entry, donor) in reused.items():
+            for f in entry.glob(f"{donor}_*.bin"):
+                target = tmp / f"{name}{f.name[len(donor):]}"
+                try:
+                    os.link(f, target)  # entries are immutable: a hard link is a safe copy
+                except OSError:
+                    shutil.copy2(f, target)
+        todo = [n for n in names if n not in reused]
+        record = runner.run_split(bins.directory, todo, tmp, batch_size=1, progress=True, desc=description) \
+            if todo else None
+        return {"images": len(names), **desc, "identity": identity, "inputs": shas, "reused": len(reused),
+                "throughput": None if record is None else record.throughput,
+                "timing": None if record is None else record.throughput_field}
 
     entry = cache.get_or_build("outputs", parts, build, description=description)
     return DumpSet.open(entry.path, list(samples), convention="ais_bench")
