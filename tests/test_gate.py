@@ -118,7 +118,8 @@ def test_parity_alone_runs_onnx_runtime_on_the_parity_images_only(tmp_path: Path
     assert run.ret == 0, run.tail()
     plan = run.report["sections"]["plan"]
     assert plan["parity_only"] and plan["images"] == 8 and plan["onnx_indices"] == [0, 1], plan
-    assert "intrada gate: plan: only parity tests read ONNX Runtime's outputs" in run.stdout
+    assert ("intrada gate: plan (for the selected tests): ONNX Runtime on 2 of 8 images (~" in run.stdout
+            and "s): only parity tests read ONNX Runtime's outputs: the 2 parity images" in run.stdout), run.stdout[:3000]
     assert [e for e in read_events(own_cache) if e["event"] == "build"] == []
     # with the ONNX mIoU selected too, ONNX Runtime covers the split again
     both = run_gate(tmp_path, "--benchmark-disable", "-m", "parity or accuracy", "-k", "not openvino",

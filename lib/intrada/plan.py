@@ -111,6 +111,14 @@ def make_plan(images: int, *, device_outputs: Sequence[str], onnx_accuracy: str,
     return RunPlan(images, indices, tuple(device_outputs), reason, seconds_per_image, estimate_basis)
 
 
+def thresholds_for_config(cfg: Any) -> Any:
+    """The thresholds a run with ``cfg`` judges by: --thresholds, else the demo's or the shipped file."""
+    from . import demo
+    from .thresholds import load
+
+    return demo.demo_thresholds() if cfg.demo_model and cfg.thresholds is None else load(cfg.thresholds)
+
+
 def plan_for_config(cfg: Any) -> RunPlan:
     """The plan before the split is opened: images counted from the options (the demo has
     DEMO_IMAGES), device outputs from --om/--dumps and the tools found, the sample size from the
@@ -119,7 +127,6 @@ def plan_for_config(cfg: Any) -> RunPlan:
     from .ascend.tools import discover
     from .cityscapes import list_samples
     from .roofline import measure_matmul_gflops
-    from .thresholds import load
 
     if cfg.cityscapes is not None:
         try:
@@ -132,7 +139,7 @@ def plan_for_config(cfg: Any) -> RunPlan:
         images = min(images, cfg.max_images)
     outputs = (["om"] if cfg.om is not None or discover(probe_api=False).anything else []) + \
         (["dumps"] if cfg.dumps is not None else [])
-    thresholds = demo.demo_thresholds() if cfg.demo_model and cfg.thresholds is None else load(cfg.thresholds)
+    thresholds = thresholds_for_config(cfg)
     gflops = measure_matmul_gflops(n=1024, repeats=3).gflops
     return make_plan(images, device_outputs=outputs, onnx_accuracy=cfg.onnx_accuracy,
                      sample_images=thresholds.get("om", "onnx_sample_images"),
