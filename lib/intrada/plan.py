@@ -119,6 +119,11 @@ def thresholds_for_config(cfg: Any) -> Any:
     return demo.demo_thresholds() if cfg.demo_model and cfg.thresholds is None else load(cfg.thresholds)
 
 
+def parity_only_plan(plan: RunPlan, cfg: Any) -> RunPlan:
+    """``plan`` for a selection where only parity tests read ONNX Runtime's outputs."""
+    return plan.for_parity_only(thresholds_for_config(cfg).get("parity", "images"))
+
+
 def plan_for_config(cfg: Any) -> RunPlan:
     """The plan before the split is opened: images counted from the options (the demo has
     DEMO_IMAGES), device outputs from --om/--dumps and the tools found, the sample size from the
