@@ -614,3 +614,20 @@ def test_full_disk_while_writing_the_manifest(tmp_path: Path, monkeypatch: pytes
     assert leftovers(tmp_path) == []
     monkeypatch.undo()
     assert cache.get_or_build("blob", PARTS, Recorder()).built
+
+
+def test_complete_lists_whole_entries_only(tmp_path: Path) -> None:
+    """complete(kind): entries with a valid manifest and every file, in key order; not temp dirs, not
+    an entry missing a file, not another kind."""
+    cache = ArtifactCache(tmp_path / "c")
+
+    def build(tmp: Path) -> None:
+        (tmp / "a.bin").write_bytes(b"x")
+
+    keys = sorted(cache.get_or_build("outputs", {"n": i}, build).key for i in range(3))
+    cache.get_or_build("bins", {"n": 0}, build)
+    (tmp_path / "c" / "outputs" / f".tmp-{keys[0]}-host-1-x").mkdir()
+    (cache.entry_dir("outputs", keys[1]) / "a.bin").unlink()
+    assert [e.key for e in cache.complete("outputs")] == [keys[0], keys[2]]
+    assert [e.kind for e in cache.complete("bins")] == ["bins"]
+    assert list(cache.complete("eval")) == []

@@ -150,28 +150,24 @@ def inputs_key(bins: Bins, names: Sequence[str]) -> dict[str, Any]:
     return {"bins": bins.key}
 
 
-def _reusable(cache: ArtifactCache, identity: str, wanted: dict[str, str]) -> dict[str, tuple[Path, str]]:
+def _reusable(cache: ArtifactCache, same: dict[str, Any], wanted: dict[str, str]) -> dict[str, tuple[Path, str]]:
     """Outputs already in the cache for some of ``wanted`` ({name: sha256 of its bin}): name ->
-    (complete outputs entry of the same runner, model and code, the name its files carry there)."""
-    import re
+    (a complete outputs entry whose key parts match ``same`` (runner, model, code), the name its
+    files carry there). Read from the entries' own key parts: nothing is recorded twice."""
+    from .cache_manifest import canonical_json
+    from .dumps import CONVENTIONS
 
     found: dict[str, tuple[Path, str]] = {}
     by_sha = {sha: name for name, sha in wanted.items()}
-    entry_name = re.compile(r"^[0-9a-f]{20}$")  # complete entries only: no temp or lock dirs
-    root = cache.root / "outputs"
-    for entry in sorted(root.iterdir()) if root.is_dir() else ():
-        if not entry_name.match(entry.name) or not (entry / "manifest.json").is_file():
+    want = canonical_json(same)
+    for entry in cache.complete("outputs"):
+        parts = entry.manifest.get("parts") or {}
+        if canonical_json({k: parts.get(k) for k in same}) != want:
             continue
-        try:
-            info = json.loads((entry / "manifest.json").read_text()).get("info") or {}
-        except (OSError, ValueError):
-            continue
-        if info.get("identity") != identity:
-            continue
-        for donor, sha in (info.get("inputs") or {}).items():
+        for donor, sha in zip(parts.get("names") or (), parts.get("bins_sha256") or ()):
             name = by_sha.get(sha)
-            if name is not None and name not in found and (entry / f"{donor}_1.bin").is_file():
-                found[name] = (entry, donor)
+            if name is not None and name not in found and f"{donor}{CONVENTIONS['ais_bench']['main']}" in entry.files:
+                found[name] = (entry.path, donor)
     return found
 
 
@@ -183,33 +179,33 @@ def outputs_entry(cache: ArtifactCache, runner: Any, model_id: dict[str, Any], b
     is built for a few images (content-keyed, :func:`inputs_key`), images another entry of the same
     runner and model already holds are linked from it, and the runner runs on the others only (a
     --max-images run after a full one, a sample of a split judged before)."""
-    import hashlib
     import shutil
 
     from . import pipeline
-    from .dumps import DumpSet
+    from .dumps import CONVENTIONS, DumpSet
 
     names = [s.name for s in samples]
     desc = {k: v for k, v in runner.describe().items() if k != "threads"}
     inputs = inputs_key(bins, names)
     code = pipeline.code_fingerprint(pipeline)
-    parts = {"runner": desc, "model": model_id, **inputs, "names": names, "code": code}
-    identity = hashlib.sha256(json.dumps([desc, model_id, code], sort_keys=True, default=str).encode()).hexdigest()
+    same = {"runner": desc, "model": model_id, "code": code}
+    parts = {**same, **inputs, "names": names}
     shas = dict(zip(names, inputs.get("bins_sha256", ())))
 
     def build(tmp: Path) -> dict[str, Any]:
-        reused = _reusable(cache, identity, shas) if shas else {}
+        reused = _reusable(cache, same, shas) if shas else {}
         for name, (entry, donor) in reused.items():
-            for f in entry.glob(f"{donor}_*.bin"):
-                target = tmp / f"{name}{f.name[len(donor):]}"
-                try:
-                    os.link(f, target)  # entries are immutable: a hard link is a safe copy
-                except OSError:
-                    shutil.copy2(f, target)
+            for suffix in CONVENTIONS["ais_bench"].values():  # the heads the donor holds
+                f, target = entry / f"{donor}{suffix}", tmp / f"{name}{suffix}"
+                if f.is_file():
+                    try:
+                        os.link(f, target)  # entries are immutable: a hard link is a safe copy
+                    except OSError:
+                        shutil.copy2(f, target)
         todo = [n for n in names if n not in reused]
         record = runner.run_split(bins.directory, todo, tmp, batch_size=1, progress=True, desc=description) \
             if todo else None
-        return {"images": len(names), **desc, "identity": identity, "inputs": shas, "reused": len(reused),
+        return {"images": len(names), **desc, "reused": len(reused),
                 "throughput": None if record is None else record.throughput,
                 "timing": None if record is None else record.throughput_field}
 

@@ -90,6 +90,17 @@ class ArtifactCache:
     def entry_dir(self, kind: str, key: str) -> Path:
         return self.root / kind / key
 
+    def complete(self, kind: str) -> Iterator[CacheEntry]:
+        """The complete entries of ``kind`` (a valid manifest, every file present), in key order; for
+        a builder that can take parts of other entries. Temp dirs and lock files are not entries."""
+        kind_dir = self.root / kind
+        names = sorted(p.name for p in kind_dir.iterdir()) if kind_dir.is_dir() else []
+        for key in names:
+            if len(key) == KEY_HEX_CHARS and all(c in "0123456789abcdef" for c in key):
+                entry, _reason = self._load(kind, key)
+                if entry is not None:
+                    yield entry
+
     # -- public operations -------------------------------------------------------------------
     def get_or_build(self, kind: str, parts: Mapping[str, Any], build: Build, *,
                      description: str = "") -> CacheEntry:
