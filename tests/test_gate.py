@@ -156,6 +156,25 @@ def _export_raw(model: Any, path: Path) -> Path:
     return path
 
 
+def _perturbed_onnx(src: Path, dst: Path, *, fraction: float, seed: int, only: Any = None) -> Path:
+    """``src`` with its float32 weight initializers (the BatchNorm-folded conv weights and biases) moved
+    by N(0, (fraction x the tensor's std)^2), one generator over them in graph order; ``only(graph)``
+    names the one initializer to move instead of all."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    name = only(model.graph) if only is not None else None
+    rng = np.random.default_rng(seed)
+    for init in model.graph.initializer:
+        w = numpy_helper.to_array(init)
+        if (name is None or init.name == name) and w.dtype == np.float32 and w.size > 1:
+            moved = w + rng.standard_normal(w.shape).astype(np.float32) * np.float32(fraction * w.std())
+            init.CopyFrom(numpy_helper.from_array(moved.astype(np.float32), init.name))
+    onnx.save(model, str(dst))
+    return dst
+
+
 @pytest.fixture(scope="module")
 def mutant_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("mutants")
@@ -190,18 +209,7 @@ def test_onnx_from_perturbed_weights_fails_parity_only(tmp_path: Path, gate_seed
     """Every weight of the exported graph (its initializers: the BatchNorm-folded conv weights and
     biases) moved by 1% of its tensor's spread: the logits move by ~0.3, the mIoU stays above the
     threshold, and only parity can see it. Edited in the ONNX, so no second export is needed."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(gate_seed.onnx))
-    rng = np.random.default_rng(1)
-    for init in model.graph.initializer:
-        w = numpy_helper.to_array(init)
-        if w.dtype == np.float32 and w.size > 1:
-            moved = w + rng.standard_normal(w.shape).astype(np.float32) * np.float32(0.01 * w.std())
-            init.CopyFrom(numpy_helper.from_array(moved.astype(np.float32), init.name))
-    path = mutant_dir / "perturbed.onnx"
-    onnx.save(model, str(path))
+    path = _perturbed_onnx(gate_seed.onnx, mutant_dir / "perturbed.onnx", fraction=0.01, seed=1)
     run = run_gate(tmp_path, "--benchmark-disable", *MUTANT, *gate_seed.real_args(), "--onnx", str(path),
                    cache=own_cache)
     o = run.outcomes()
@@ -216,18 +224,9 @@ def test_one_perturbed_layer4_conv_fails_parity_naming_that_layer(tmp_path: Path
     """One conv inside layer4 perturbed by 5% of its weights' spread: the main head moves by ~1e-4
     of its scale, which the old fixed limit (1e-3) let through. The noise-derived limit (10 x the
     float32 floor measured in the run) fails it, and the failure names the layer where it starts."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(gate_seed.onnx))
-    conv = [n for n in model.graph.node if n.op_type == "Conv" and n.name.startswith("/layer4/")][3]
-    for init in model.graph.initializer:
-        if init.name == conv.input[1]:
-            w = numpy_helper.to_array(init).copy()
-            w += np.random.default_rng(0).normal(size=w.shape).astype(np.float32) * np.float32(0.05 * w.std())
-            init.CopyFrom(numpy_helper.from_array(w, init.name))
-    path = mutant_dir / "layer4_conv.onnx"
-    onnx.save(model, str(path))
+    path = _perturbed_onnx(gate_seed.onnx, mutant_dir / "layer4_conv.onnx", fraction=0.05, seed=0,
+                           only=lambda graph: [n for n in graph.node if n.op_type == "Conv"
+                                               and n.name.startswith("/layer4/")][3].input[1])
     report = tmp_path / "report"
     run = run_gate(tmp_path, "--benchmark-disable", "-m", "parity", "-k", "matches_pytorch", *gate_seed.real_args(),
                    "--onnx", str(path), "--max-images", "2", cache=own_cache, report=report)
