@@ -6,6 +6,7 @@ through the CLI."""
 from __future__ import annotations
 
 import json
+import warnings
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -103,6 +104,31 @@ def test_export_onnx_writes_atomically_and_takes_the_opset(toy_model: Any, tmp_p
     info = inspect_onnx(out, require_dynamic_batch=True)
     assert info.opset == 13 and info.input_name == "image" and info.dynamic_batch
     assert info.output_names == protocol.ONNX_OUTPUT_NAMES
+
+
+def test_export_traces_without_autograd_and_writes_the_seeds_bytes(toy_factory: Callable[..., Any],
+                                                                    tmp_path: Path) -> None:
+    """export_onnx traces under no_grad (one full-size forward without an autograd graph: 8.1 s -> 5.1 s
+    for the real model on 2 cores); the file is byte-identical to the seed's plain torch.onnx.export
+    with grad enabled and the same arguments."""
+    import torch
+
+    model = toy_factory(seed=4)
+    grad_seen: list[bool] = []
+    model.register_forward_hook(lambda *_: grad_seen.append(torch.is_grad_enabled()))
+    ours = export_onnx(model, tmp_path / "ours.onnx")
+    assert grad_seen == [False]
+    axes = {n: {0: protocol.ONNX_BATCH_DIM} for n in (protocol.ONNX_INPUT_NAME, *protocol.ONNX_OUTPUT_NAMES)}
+    seeds = tmp_path / "seed.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        assert torch.is_grad_enabled()
+        torch.onnx.export(model, (torch.zeros(1, *protocol.INPUT_SHAPE_CHW),), str(seeds),
+                          input_names=[protocol.ONNX_INPUT_NAME], output_names=list(protocol.ONNX_OUTPUT_NAMES),
+                          dynamic_axes=axes, opset_version=protocol.DEFAULT_OPSET, do_constant_folding=True,
+                          dynamo=False)
+    assert ours.read_bytes() == seeds.read_bytes()
 
 
 def test_export_onnx_refuses_a_wrong_model_and_leaves_nothing(toy_factory: Callable[..., Any],
