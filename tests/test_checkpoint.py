@@ -300,6 +300,23 @@ def test_plain_checkpoint_loads_strictly_into_eval_mode(random_checkpoint: Path,
         assert torch.equal(loaded[k], v), k
 
 
+def test_loaded_model_owns_float32_copies_on_the_cpu(random_state_dict: Any, save_checkpoint: Any) -> None:
+    """The layers are built on the meta device and the checkpoint's tensors assigned: what a copying
+    load_state_dict gives must still hold. A float64 checkpoint loads as the float32 architecture,
+    nothing is left on the meta device, the frozen BN affine stays frozen, and the model's tensors
+    are its own (editing one leaves the Checkpoint's untouched)."""
+    wide = OrderedDict((k, v.double() if v.is_floating_point() else v) for k, v in random_state_dict.items())
+    model, ckpt = load_model(save_checkpoint(wide, "float64.pth"))
+    state = model.state_dict()
+    assert {v.device.type for v in state.values()} == {"cpu"}
+    assert {k: v.dtype for k, v in state.items()} == {k: v.dtype for k, v in random_state_dict.items()}
+    assert all(torch.equal(state[k], v) for k, v in random_state_dict.items())
+    assert model.conv1.weight.requires_grad and not model.bn1.weight.requires_grad  # upstream's freezing
+    with torch.no_grad():
+        model.conv1.weight.zero_()
+    assert ckpt.state_dict["conv1.weight"].abs().sum() > 0
+
+
 def _assert_same_weights(state: Any, sd: Any) -> None:
     for k in ("conv1.weight", "layer3.22.bn3.running_var", "layer5.conv2d_list.2.bias", "layer6.conv2d_list.3.weight"):
         assert torch.equal(state[k], sd[k]), k

@@ -54,7 +54,8 @@ class ClassifierModule(nn.Module):
         )
         for m in self.conv2d_list:
             assert isinstance(m, nn.Conv2d)
-            nn.init.normal_(m.weight, 0.0, 0.01)
+            if not m.weight.is_meta:  # see ResNetMulti: meta layers are built to be loaded
+                nn.init.normal_(m.weight, 0.0, 0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv2d_list[0](x)
@@ -88,6 +89,8 @@ class ResNetMulti(nn.Module):
             self.layer5 = ClassifierModule(1024, ASPP_DILATIONS, ASPP_DILATIONS, num_classes)
         self.layer6 = ClassifierModule(2048, ASPP_DILATIONS, ASPP_DILATIONS, num_classes)
         for m in self.modules():
+            if getattr(m, "weight", None) is not None and m.weight.is_meta:
+                continue  # built on the meta device to be loaded (checkpoint.load_model): no values to init
             if isinstance(m, nn.Conv2d) and not any(m is c for c in self._classifier_convs()):
                 nn.init.normal_(m.weight, 0.0, 0.01)
             elif isinstance(m, nn.BatchNorm2d):
