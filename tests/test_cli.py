@@ -1,5 +1,12 @@
-"""`intrada` end to end on a small Cityscapes-format tree (real 2048x1024 PNGs) with random weights:
-pth2onnx -> preprocess -> gen-info -> infer -> postprocess, the seed's chain without a device."""
+"""`intrada` end to end on a small Cityscapes-format tree (real 2048x1024 PNGs): pth2onnx ->
+preprocess -> gen-info -> infer -> postprocess, the seed's chain without a device.
+
+pth2onnx exports the random-weights checkpoint of the real architecture (``exported_onnx``: the export
+and its --verify). The chain's infer and postprocess run the toy network with the exact interface
+(``toy_onnx``: input ``image`` [N,3,512,1024], outputs [N,19,65,129] aux then main): what they do
+(batching, the ais_bench file layout, the main head at index 1, the mIoU) does not depend on the
+network's depth, and the real network's two full-size forwards per image would only add time; the
+gate runs the real chain on the demo (tests/test_gate.py)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +19,8 @@ import pytest
 
 from intrada import protocol
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # every step is a `python -m intrada` process
+
 
 
 def intrada(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -30,18 +38,18 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def chain(tree: Path, exported_onnx, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def chain(tree: Path, toy_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Run the whole chain once; each test inspects one step's output."""
     work = tmp_path_factory.mktemp("chain")
     steps = {
         "preprocess": intrada("preprocess", str(tree), str(work / "bins"), "--quiet"),
         "gen-info": intrada("gen-info", "bin", str(work / "bins"), str(work / "list.info"), "512", "1024"),
-        "infer": intrada("infer", "--onnx", str(exported_onnx.path), "--bins", str(work / "bins"), "--out",
+        "infer": intrada("infer", "--onnx", str(toy_onnx), "--bins", str(work / "bins"), "--out",
                          str(work / "dumps"), "--batch-size", "2", "--quiet"),
         "postprocess": intrada("postprocess", str(tree), str(work / "dumps"), "--json", str(work / "miou.json"),
                                "--quiet"),
     }
-    return {"work": work, "steps": steps, "onnx": exported_onnx.path}
+    return {"work": work, "steps": steps, "onnx": toy_onnx}
 
 
 def test_every_step_succeeds(chain: dict) -> None:

@@ -806,9 +806,8 @@ def test_four_xdist_workers_build_each_artifact_once(tmp_path: Path, demo: Path,
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("INTRADA_PROBE_DIR", str(probe_dir))
     # one image: the contention is over the artifacts, not over how many images they hold
-    # OpenVINO left out: its two compiles add CPU time to every worker, not contention
-    gate = run_gate(tmp_path, "-n", "4", "-p", "intrada_probe", "-m", "parity or accuracy", "-k", "not openvino",
-                    "--max-images", "1", cache=cache, subprocess=True)
+    gate = run_gate(tmp_path, "-n", "4", "-p", "intrada_probe", "-m", "parity or accuracy", "--max-images", "1",
+                    cache=cache, subprocess=True)
     assert gate.ret == 0, gate.tail()
     assert gate.report["verdicts"]["parity"]["verdict"] == "PASS"
     assert gate.report["verdicts"]["accuracy"]["verdict"] == "PASS"
@@ -829,7 +828,7 @@ def test_four_xdist_workers_build_each_artifact_once(tmp_path: Path, demo: Path,
         builder = builds[0]["pid"] if builds else None
         assert all(e["event"] in ("hit", "wait") for e in evs if e["pid"] != builder), (kind, evs)
     kinds = Counter(kind for kind, _ in by_key)
-    assert kinds["onnx"] == 1 and kinds["bins"] == 1 and kinds["outputs"] == 2, kinds  # ORT and torch
+    assert kinds["onnx"] == 1 and kinds["bins"] == 1 and kinds["outputs"] >= 2, kinds  # ORT and torch (+ OpenVINO)
     onnx_events = next(v for (k, _), v in by_key.items() if k == "onnx")
     assert len({e["pid"] for e in onnx_events}) >= 3, onnx_events
     assert any(e["event"] == "wait" for e in onnx_events), "nobody waited for the export: no contention tested"
