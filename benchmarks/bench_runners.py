@@ -21,7 +21,7 @@ Two measurements, both interleaved in one run so load from elsewhere on the mach
    1.93 and one without graph optimisation 1.88 on this net. Test 2 prints the full-size ratio.
 2. ``test_full_model_runners`` (agreement asserted, speeds reported): the full DeepLabv2 (the
    embedded demo submission's checkpoint exported to ONNX, from the repository's artifact cache)
-   on preprocessed demo images, one image per round, the four runners in rotated order per round:
+   on preprocessed demo images, one image per round (2 rounds), the four runners in rotated order per round:
    ORT runner, bare ORT session, OpenVINO f32, OpenVINO bf16. Prints runner/bare at full size (not
    asserted: a few 2-5 s rounds on a shared machine are too noisy for a 10% bound) and OpenVINO's
    speed ratios (not asserted: they depend on the CPU, e.g. bf16 is fast only with AMX /
@@ -59,7 +59,9 @@ REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("INTRADA_CACHE_DIR") or REPO / ".cache" / "intrada")
 MAX_RUNNER_OVER_BARE = 1.10  # issue 5 target 4
 OVERHEAD_BLOCKS = 20  # interleaved blocks per batch size on the reduced net (4 calls of 0.03-0.2 s each)
-FULL_ROUNDS = 4  # rounds on the full model: each runs ORT runner, bare ORT, OpenVINO f32 and bf16 once
+FULL_ROUNDS = 2  # rounds on the full model: each runs ORT runner, bare ORT, OpenVINO f32 and bf16 once
+# (2, not 4: the speeds of test 2 are reported, not asserted, and its agreement check is the gate's
+# OpenVINO parity, which the README's run judges on the demo; 8 full-size forwards less in CI, ~30 s)
 
 Batch = np.ndarray
 Outputs = tuple[np.ndarray, np.ndarray]
@@ -239,7 +241,8 @@ def test_full_model_runners(demo: dict[str, Any]) -> None:
         outputs: dict[str, list[Outputs]] = {k: [] for k in order}
         for i, image in enumerate(demo["images"]):
             batch = image[None]
-            for name in order[i % 4:] + order[:i % 4]:  # rotated: each runner takes each position once
+            step = i * len(order) // FULL_ROUNDS  # rotated: with 2 rounds each runner is once early, once late
+            for name in order[step:] + order[:step]:
                 t, (aux, main) = timed(lambda: infer[name](batch))
                 seconds[name].append(t)
                 outputs[name].append((aux[0], main[0]))
