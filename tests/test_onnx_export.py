@@ -6,8 +6,8 @@ through the CLI."""
 from __future__ import annotations
 
 import json
-import warnings
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 

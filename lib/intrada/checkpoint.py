@@ -164,8 +164,9 @@ def load_model(path: str | os.PathLike[str], *, ceil_mode: bool = True) -> tuple
     """Build the upstream model, strictly load the checkpoint, switch to eval (BN uses running stats).
 
     The layers are built on the meta device (no memory, no random init that the load would overwrite:
-    0.45 s -> 0.07 s per load on 2 cores) and the checkpoint's tensors assigned to them as float32
-    copies of the architecture's dtype, so the model owns its weights exactly as a copying load gives."""
+    the build takes 0.07 s instead of 0.45 s, a whole load 0.34 s instead of 0.65 s on 2 cores), and
+    the checkpoint's tensors are assigned to them as copies in the architecture's dtypes (float32; int64
+    for num_batches_tracked), so the model owns its weights exactly as a copying load gives."""
     ckpt = read_state_dict(path)
     with torch.device("meta"):
         model = get_deeplab_v2(ceil_mode=ceil_mode)
