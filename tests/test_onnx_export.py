@@ -139,6 +139,53 @@ def test_export_onnx_refuses_a_wrong_model_and_leaves_nothing(toy_factory: Calla
     assert list(tmp_path.iterdir()) == []
 
 
+def _disk_with_free(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
+    import shutil
+
+    import intrada.onnx_export
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(intrada.onnx_export.shutil, "disk_usage",
+                        lambda p: real(p)._replace(free=free))  # type: ignore[attr-defined]
+
+
+def test_a_disk_too_small_for_the_weights_is_refused_before_the_trace(toy_factory: Callable[..., Any],
+                                                                      tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ONNX holds at least the conv weights (BatchNorm folded in): with less free space the export
+    fails at once with ENOSPC and the sizes (the real model: 170 MiB, and no 8 s trace first)."""
+    import errno
+
+    from intrada.onnx_export import min_export_bytes
+
+    model = toy_factory(seed=2)
+    traced: list[bool] = []
+    model.register_forward_hook(lambda *_: traced.append(True))
+    need = min_export_bytes(model)
+    assert need == sum(p.numel() * 4 for name, p in model.named_parameters() if not name.startswith("bn"))
+    _disk_with_free(monkeypatch, need - 1)
+    with pytest.raises(OSError) as info:
+        export_onnx(model, tmp_path / "model.onnx")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "model.onnx")
+    assert re.fullmatch(r"No space left on device: the export needs at least \d+ MiB, \d+ MiB free",
+                        info.value.strerror), info.value.strerror
+    assert traced == [] and list(tmp_path.iterdir()) == []
+    _disk_with_free(monkeypatch, need)  # exactly enough: the export runs
+    assert export_onnx(model, tmp_path / "model.onnx").is_file() and traced == [True]
+
+
+def test_cli_pth2onnx_on_a_full_disk_is_one_line(random_checkpoint: Path, cli: Callable[..., Any], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """It used to end in the exporter's OSError traceback, after the trace."""
+    _disk_with_free(monkeypatch, 20 << 20)
+    out = tmp_path / "model.onnx"
+    run = cli(["pth2onnx", str(random_checkpoint), str(out)])
+    assert run.rc == 2 and run.stdout == ""
+    assert run.stderr == (f"intrada pth2onnx: error: {out}: disk full (No space left on device: the export needs at "
+                          "least 170 MiB, 20 MiB free). Hint: free space on that disk or write the output to another "
+                          "one\n")
+    assert list(tmp_path.iterdir()) == []
+
 # --- bad ONNX files ----------------------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ User errors print one line on stderr and exit with code 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -315,6 +316,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except IntradaError as exc:
         print(f"intrada {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a full disk is the machine's state, not a bug: one line, like a user error
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = exc.filename or "the output"
+        print(f"intrada {args.command}: error: {where}: disk full ({exc.strerror}). Hint: free space on that disk "
+              "or write the output to another one", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"intrada {args.command}: interrupted", file=sys.stderr)

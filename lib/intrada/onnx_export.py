@@ -2,8 +2,10 @@
 structural checks every ONNX file must pass before any runner touches it."""
 from __future__ import annotations
 
+import errno
 import inspect
 import os
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ def export_onnx(model: torch.nn.Module, out_path: str | os.PathLike[str], *, ops
     two outputs in ADVENT order (aux, main). Written to a temporary name, checked, then renamed."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    check_room(model, out_path)
     model.eval()
     dummy = torch.zeros(1, *protocol.INPUT_SHAPE_CHW)
     batch = protocol.ONNX_BATCH_DIM
@@ -45,6 +48,22 @@ def export_onnx(model: torch.nn.Module, out_path: str | os.PathLike[str], *, ops
                               opset_version=opset, do_constant_folding=do_constant_folding, **_TORCHSCRIPT)
         inspect_onnx(tmp, require_dynamic_batch=True)  # a malformed export never gets the final name
     return out_path
+
+
+def min_export_bytes(model: torch.nn.Module) -> int:
+    """A lower bound of the ONNX file's size: the conv weights and biases it must hold (BatchNorm is
+    folded into them): 177,984,864 of the real export's 178,247,358 bytes."""
+    return sum(p.numel() * p.element_size() for m in model.modules() if isinstance(m, torch.nn.Conv2d)
+               for p in m.parameters(recurse=False))
+
+
+def check_room(model: torch.nn.Module, out_path: Path) -> None:
+    """Refuse before the trace (one full-size forward) when the disk cannot hold the file: an OSError
+    ENOSPC, what the write would raise seconds later, with the sizes."""
+    need, free = min_export_bytes(model), shutil.disk_usage(out_path.parent).free
+    if free < need:
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: the export needs at least {need / 2**20:.0f} MiB, "
+                      f"{free / 2**20:.0f} MiB free", str(out_path))
 
 
 @dataclass(frozen=True)
