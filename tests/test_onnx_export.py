@@ -174,6 +174,54 @@ def test_a_disk_too_small_for_the_weights_is_refused_before_the_trace(toy_factor
     assert export_onnx(model, tmp_path / "model.onnx").is_file() and traced == [True]
 
 
+def test_a_read_only_folder_is_refused_before_the_trace(toy_factory: Callable[..., Any], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only filesystem (what root meets: permission bits do not stop it) is EROFS at once, not
+    after the trace, and never reported as a full disk (a small read-only mount has little free space)."""
+    import errno
+    import os
+
+    import intrada.onnx_export
+
+    real = os.statvfs
+
+    class ReadOnly:
+        def __init__(self, st: Any) -> None:
+            self._st = st
+
+        def __getattr__(self, name: str) -> Any:
+            return os.ST_RDONLY | self._st.f_flag if name == "f_flag" else getattr(self._st, name)
+
+    monkeypatch.setattr(intrada.onnx_export.os, "statvfs", lambda p: ReadOnly(real(p)))
+    _disk_with_free(monkeypatch, 0)
+    model = toy_factory(seed=2)
+    traced: list[bool] = []
+    model.register_forward_hook(lambda *_: traced.append(True))
+    with pytest.raises(OSError) as info:
+        export_onnx(model, tmp_path / "model.onnx")
+    assert info.value.errno == errno.EROFS and info.value.filename == str(tmp_path / "model.onnx")
+    assert traced == [] and list(tmp_path.iterdir()) == []
+
+
+def test_cli_os_errors_are_one_line(random_checkpoint: Path, cli: Callable[..., Any], tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any OSError reaching `intrada` (here EROFS from the export's check) is one line naming the path
+    and the errno, exit 2, no traceback."""
+    import errno
+
+    import intrada.onnx_export
+
+    def read_only(model: Any, out: Path) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(out))
+
+    monkeypatch.setattr(intrada.onnx_export, "check_room", read_only)
+    out = tmp_path / "model.onnx"
+    run = cli(["pth2onnx", str(random_checkpoint), str(out)])
+    assert run.rc == 2 and run.stdout == ""
+    assert run.stderr == (f"intrada pth2onnx: error: {out}: Read-only file system (EROFS). Hint: check that the path "
+                          "exists and that you may read it (an input) or write its folder (an output)\n")
+
+
 def test_cli_pth2onnx_on_a_full_disk_is_one_line(random_checkpoint: Path, cli: Callable[..., Any], tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """It used to end in the exporter's OSError traceback, after the trace."""

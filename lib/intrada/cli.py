@@ -309,6 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def os_error_line(exc: OSError) -> str:
+    """``<path>: <what>. Hint: <what to do>`` for an OSError that reached the CLI."""
+    where = exc.filename or "the output"
+    name = errno.errorcode.get(exc.errno or -1, "")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}: disk full ({exc.strerror}). Hint: free space on that disk or write the output to another one"
+    return (f"{where}: {exc.strerror}{f' ({name})' if name else ''}. Hint: check that the path exists and that you "
+            "may read it (an input) or write its folder (an output)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -317,12 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IntradaError as exc:
         print(f"intrada {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except OSError as exc:  # a full disk is the machine's state, not a bug: one line, like a user error
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        where = exc.filename or "the output"
-        print(f"intrada {args.command}: error: {where}: disk full ({exc.strerror}). Hint: free space on that disk "
-              "or write the output to another one", file=sys.stderr)
+    except OSError as exc:  # the machine's state (a full or read-only disk, permissions), not a bug: one line
+        print(f"intrada {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"intrada {args.command}: interrupted", file=sys.stderr)

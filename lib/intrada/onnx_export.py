@@ -58,9 +58,15 @@ def min_export_bytes(model: torch.nn.Module) -> int:
 
 
 def check_room(model: torch.nn.Module, out_path: Path) -> None:
-    """Refuse before the trace (one full-size forward) when the disk cannot hold the file: an OSError
-    ENOSPC, what the write would raise seconds later, with the sizes."""
-    need, free = min_export_bytes(model), shutil.disk_usage(out_path.parent).free
+    """Refuse before the trace (one full-size forward) when the file cannot be written: the OSError the
+    write would raise seconds later. A read-only filesystem (EROFS; root included) or folder (EACCES),
+    or a disk that cannot hold the conv weights (ENOSPC, with the sizes)."""
+    folder = out_path.parent
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(out_path))
+    if not os.access(folder, os.W_OK):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(out_path))
+    need, free = min_export_bytes(model), shutil.disk_usage(folder).free
     if free < need:
         raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: the export needs at least {need / 2**20:.0f} MiB, "
                       f"{free / 2**20:.0f} MiB free", str(out_path))
