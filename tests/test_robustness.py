@@ -210,6 +210,14 @@ def _u_cache_dir_under_a_file(tmp: Path, demo: Path) -> tuple[list[str], list[st
              "is not a directory (Not a directory, ENOTDIR). Hint: pass --cache-dir DIR to use a writable directory"])
 
 
+def _u_report_under_a_file(tmp: Path, demo: Path) -> tuple[list[str], list[str]]:
+    """It used to run every test and end in an OSError traceback while writing the report."""
+    (tmp / "afile").write_text("x")
+    return (["--report", str(tmp / "afile" / "report")],
+            [f"--report {tmp / 'afile' / 'report'}: cannot create or write the report: {tmp / 'afile'} "
+             "is not a directory (Not a directory, ENOTDIR). Hint: pass --report DIR to use a writable directory"])
+
+
 USAGE: dict[str, Callable[[Path, Path], tuple[list[str], list[str]]]] = {
     "weights_missing": _u_weights_missing,
     "onnx_missing": _u_onnx_missing,
@@ -225,6 +233,7 @@ USAGE: dict[str, Callable[[Path, Path], tuple[list[str], list[str]]]] = {
     "thresholds_wrong_type": _u_thresholds_wrong_type,
     "thresholds_missing_entry": _u_thresholds_missing_entry,
     "cache_dir_under_a_file": _u_cache_dir_under_a_file,
+    "report_under_a_file": _u_report_under_a_file,
 }
 
 
@@ -647,6 +656,29 @@ def test_bad_dumps_error_the_dumps_test(tmp_path: Path, demo: Path, own_demo_cac
     msg = gate.message("test_device_dumps_miou")
     assert re.match(pattern, msg), msg
     assert_one_line_errors(gate, ("test_device_dumps_miou",), msg)
+
+
+def test_a_report_that_cannot_be_written_fails_the_run_in_one_line(tmp_path: Path, gate_seed: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """--report DIR was writable at the start (a usage error otherwise), but the disk fills before the
+    end: the run fails (exit 1) with one red line naming the file, and no traceback; the verdict block
+    is still printed. It used to end in an OSError traceback at the terminal summary."""
+    import errno
+
+    import intrada.report
+
+    def full(directory: Path, *_: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(Path(directory) / "report.json"))
+
+    monkeypatch.setattr(intrada.report, "write_report", full)
+    report = tmp_path / "rep"
+    gate = _run_gate(tmp_path, "--benchmark-disable", "-m", "parity", "-k", "onnxruntime_matches", cache=gate_seed.cache,
+                     report=report)
+    assert gate.ret == pytest.ExitCode.TESTS_FAILED, gate.tail()
+    assert "1 passed" in gate.stdout and "parity    PASS" in gate.stdout
+    assert (f"intrada gate: FAILED: the report was not written: {report / 'report.json'}: disk full (No space left "
+            "on device). Hint: free space on that disk or write the output to another one; exit code 1") in gate.stdout
+    assert "Traceback" not in gate.stdout + gate.stderr and "report written" not in gate.stdout
 
 
 def test_full_cache_disk_while_preprocessing_is_one_line(tmp_path: Path, demo: Path) -> None:

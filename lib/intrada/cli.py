@@ -14,7 +14,6 @@ User errors print one line on stderr and exit with code 2; no traceback.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import protocol
-from .errors import IntradaError
+from .errors import IntradaError, os_error_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -307,16 +306,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("inspect", cmd_inspect, "check an ONNX file against the IntraDA interface and print its summary")
     sp.add_argument("onnx")
     return p
-
-
-def os_error_line(exc: OSError) -> str:
-    """``<path>: <what>. Hint: <what to do>`` for an OSError that reached the CLI."""
-    where = exc.filename or "the output"
-    name = errno.errorcode.get(exc.errno or -1, "")
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"{where}: disk full ({exc.strerror}). Hint: free space on that disk or write the output to another one"
-    return (f"{where}: {exc.strerror}{f' ({name})' if name else ''}. Hint: check that the path exists and that you "
-            "may read it (an input) or write its folder (an output)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

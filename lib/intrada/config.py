@@ -85,10 +85,11 @@ def _existing(opt: str, value: str | None, *, kind: str) -> Path | None:
     return path
 
 
-def _writable_dir(where: str, path: Path) -> None:
-    """The cache dir must be a writable directory or creatable. Checked without creating anything:
-    every session runs this, also those that never build an artifact (the cache turns errors found
-    later, e.g. a full disk, into one-line CacheErrors of the tests that needed it)."""
+def _writable_dir(where: str, path: Path, what: str = "the artifact cache", option: str = "--cache-dir") -> None:
+    """The cache dir (and the --report dir) must be a writable directory or creatable. Checked without
+    creating anything: every session runs this, also those that never build an artifact (the cache
+    turns errors found later, e.g. a full disk, into one-line CacheErrors of the tests that needed it),
+    and a report that cannot be written is refused before the run, not after it."""
     probe = str(path)
     while not os.path.exists(probe) and os.path.dirname(probe) != probe:
         probe = os.path.dirname(probe)  # also False under a regular file: the walk stops at the file
@@ -100,8 +101,8 @@ def _writable_dir(where: str, path: Path) -> None:
         problem = f"{probe} is not writable ({reason})"
     else:
         return
-    raise ConfigError(f"{where} {path}: cannot create or write the artifact cache: {problem}. "
-                            "Hint: pass --cache-dir DIR to use a writable directory")
+    raise ConfigError(f"{where} {path}: cannot create or write {what}: {problem}. "
+                      f"Hint: pass {option} DIR to use a writable directory")
 
 
 def build_config(options: Mapping[str, Any], rootdir: Path, env: Mapping[str, str]) -> GateConfig:
@@ -142,6 +143,8 @@ def build_config(options: Mapping[str, Any], rootdir: Path, env: Mapping[str, st
     cache = opt("cache_dir") or env.get("INTRADA_CACHE_DIR") or str(rootdir / ".cache" / "intrada")
     _writable_dir("--cache-dir" if opt("cache_dir") else "INTRADA_CACHE_DIR" if env.get("INTRADA_CACHE_DIR")
                   else "cache dir", _path(cache))
+    if opt("report"):
+        _writable_dir("--report", _path(opt("report")), "the report", "--report")
     return GateConfig(
         weights=weights, onnx=onnx, cityscapes=cityscapes, dumps=dumps,
         dump_format=None if opt("dump_format") == "auto" else opt("dump_format"),

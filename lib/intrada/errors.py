@@ -6,6 +6,7 @@ exits with code 2; the pytest plugin turns it into a usage error or a failing te
 """
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -59,3 +60,13 @@ class CacheError(IntradaError):
 
 class ToolError(IntradaError):
     """An external tool (atc, ais_bench, benchmark, npu-smi) failed or is unusable."""
+
+
+def os_error_line(exc: OSError) -> str:
+    """``<path>: <what>. Hint: <what to do>`` for an OSError that reached the CLI or the report writer."""
+    where = exc.filename or "the output"
+    name = errno.errorcode.get(exc.errno or -1, "")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}: disk full ({exc.strerror}). Hint: free space on that disk or write the output to another one"
+    return (f"{where}: {exc.strerror}{f' ({name})' if name else ''}. Hint: check that the path exists and that you "
+            "may read it (an input) or write its folder (an output)")
