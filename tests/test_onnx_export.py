@@ -140,13 +140,9 @@ def test_export_onnx_refuses_a_wrong_model_and_leaves_nothing(toy_factory: Calla
 
 
 def _disk_with_free(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
-    import shutil
+    from intrada import cache_fs
 
-    import intrada.onnx_export
-
-    real = shutil.disk_usage
-    monkeypatch.setattr(intrada.onnx_export.shutil, "disk_usage",
-                        lambda p: real(p)._replace(free=free))  # type: ignore[attr-defined]
+    monkeypatch.setattr(cache_fs, "free_bytes", lambda path: free)
 
 
 def test_a_disk_too_small_for_the_weights_is_refused_before_the_trace(toy_factory: Callable[..., Any],
@@ -181,8 +177,6 @@ def test_a_read_only_folder_is_refused_before_the_trace(toy_factory: Callable[..
     import errno
     import os
 
-    import intrada.onnx_export
-
     real = os.statvfs
 
     class ReadOnly:
@@ -192,7 +186,7 @@ def test_a_read_only_folder_is_refused_before_the_trace(toy_factory: Callable[..
         def __getattr__(self, name: str) -> Any:
             return os.ST_RDONLY | self._st.f_flag if name == "f_flag" else getattr(self._st, name)
 
-    monkeypatch.setattr(intrada.onnx_export.os, "statvfs", lambda p: ReadOnly(real(p)))
+    monkeypatch.setattr(os, "statvfs", lambda p: ReadOnly(real(p)))
     _disk_with_free(monkeypatch, 0)
     model = toy_factory(seed=2)
     traced: list[bool] = []

@@ -39,6 +39,16 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def not_writable(folder: str | os.PathLike[str]) -> OSError | None:
+    """Why no file can be created in the existing directory ``folder``, or None: EROFS for a read-only
+    filesystem (which stops root too), EACCES for permissions."""
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        return OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(folder))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return OSError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(folder))
+    return None
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     cur: BaseException | None = exc

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .cache_fs import not_writable, os_reason
 from .errors import ThresholdsError
 from .requirements import parse_gate_list
 from .thresholds import load
@@ -95,10 +96,8 @@ def _writable_dir(where: str, path: Path, what: str = "the artifact cache", opti
         probe = os.path.dirname(probe)  # also False under a regular file: the walk stops at the file
     if not os.path.isdir(probe):
         problem = f"{probe} is not a directory (Not a directory, ENOTDIR)"
-    elif not os.access(probe, os.W_OK | os.X_OK):
-        read_only = os.statvfs(probe).f_flag & os.ST_RDONLY
-        reason = "Read-only file system, EROFS" if read_only else "Permission denied, EACCES"
-        problem = f"{probe} is not writable ({reason})"
+    elif (why := not_writable(probe)) is not None:
+        problem = f"{probe} is not writable ({os_reason(why)})"
     else:
         return
     raise ConfigError(f"{where} {path}: cannot create or write {what}: {problem}. "

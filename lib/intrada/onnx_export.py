@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import inspect
 import os
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import torch
 
-from . import protocol
+from . import cache_fs, protocol
 from .atomic import atomic_path
 from .errors import OnnxModelError
 
@@ -61,12 +60,10 @@ def check_room(model: torch.nn.Module, out_path: Path) -> None:
     """Refuse before the trace (one full-size forward) when the file cannot be written: the OSError the
     write would raise seconds later. A read-only filesystem (EROFS; root included) or folder (EACCES),
     or a disk that cannot hold the conv weights (ENOSPC, with the sizes)."""
-    folder = out_path.parent
-    if os.statvfs(folder).f_flag & os.ST_RDONLY:
-        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(out_path))
-    if not os.access(folder, os.W_OK):
-        raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(out_path))
-    need, free = min_export_bytes(model), shutil.disk_usage(folder).free
+    why = cache_fs.not_writable(out_path.parent)
+    if why is not None:
+        raise OSError(why.errno, why.strerror, str(out_path))
+    need, free = min_export_bytes(model), cache_fs.free_bytes(out_path.parent)
     if free < need:
         raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: the export needs at least {need / 2**20:.0f} MiB, "
                       f"{free / 2**20:.0f} MiB free", str(out_path))
