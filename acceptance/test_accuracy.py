@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from intrada.verdict import judge_accuracy, not_judged
+from intrada.gate.verdict import judge_accuracy, not_judged
 
 pytestmark = pytest.mark.accuracy
 

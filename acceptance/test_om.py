@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from intrada.ascend.perf import judge_device_throughput
-from intrada.classdiff import ClassDelta, disagreement_over
-from intrada.compare import compare_stored
-from intrada.verdict import judge_accuracy, judge_miou_delta, judge_parity
+from intrada.gate.perf import judge_device_throughput
+from intrada.parity.classdiff import ClassDelta, disagreement_over
+from intrada.parity.compare import compare_stored
+from intrada.gate.verdict import judge_accuracy, judge_miou_delta, judge_parity
 
 pytestmark = pytest.mark.om
 

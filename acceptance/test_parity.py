@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import pytest
 
-from intrada.classdiff import disagreement_over
-from intrada.compare import compare_stored
-from intrada.layerdiff import locate_divergence
-from intrada.noise import GATE_CROP
-from intrada.noise import parity_limits as derived_limits
-from intrada.onnx_export import inspect_onnx
-from intrada.upstream import compare_with_upstream, find_upstream
-from intrada.verdict import State, Verdict, judge_onnx_interface, judge_parity, not_judged
+from intrada.parity.classdiff import disagreement_over
+from intrada.parity.compare import compare_stored
+from intrada.diagnosis.layerdiff import locate_divergence
+from intrada.parity.noise import GATE_CROP
+from intrada.parity.noise import parity_limits as derived_limits
+from intrada.model.onnx_export import inspect_onnx
+from intrada.parity.upstream import compare_with_upstream, find_upstream
+from intrada.gate.verdict import State, Verdict, judge_onnx_interface, judge_parity, not_judged
 
 pytestmark = pytest.mark.parity
 
@@ -77,8 +77,8 @@ def test_model_matches_upstream_advent(upstream_status, submission, weights_sha2
     code is importable (`advent.model.deeplabv2`, not PyPI's unrelated placeholder); otherwise one
     line says it was not available (a non-core check: parity is judged by ONNX Runtime vs PyTorch)."""
     status = upstream_status
-    from intrada.checkpoint import read_state_dict
-    from intrada.preprocess import read_bin
+    from intrada.model.checkpoint import read_state_dict
+    from intrada.dataset.preprocess import read_bin
 
     check = compare_with_upstream(read_state_dict(submission.weights).state_dict,
                                   read_bin(bins.path(parity_samples[0].name))[None], thresholds.parity_limits(),

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from intrada import protocol
-from intrada.compare import compare_outputs
-from intrada.preprocess import read_bin
-from intrada.roofline import make_batch
+from intrada.core import protocol
+from intrada.parity.compare import compare_outputs
+from intrada.dataset.preprocess import read_bin
+from intrada.runners.roofline import make_batch
 from intrada.runners.cpu import OnnxRuntimeRunner
-from intrada.verdict import Throughput, ThroughputTarget, judge_throughput, not_judged
+from intrada.gate.verdict import Throughput, ThroughputTarget, judge_throughput, not_judged
 
 pytestmark = pytest.mark.perf
 

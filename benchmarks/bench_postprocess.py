@@ -1,6 +1,6 @@
 """Dumps -> mIoU against the seed's postprocess, on three kinds of logits, bit-identical on each.
 
-The fast postprocess (:func:`intrada.postprocess.upsample_argmax`) costs what the logits make it
+The fast postprocess (:func:`intrada.evaluation.postprocess.upsample_argmax`) costs what the logits make it
 cost: cells where one class wins everywhere are nearly free, contested cells are interpolated. So
 the benchmark times it on three kinds of main-head logits (19x65x129 float32, written as ais_bench
 dumps, with street-scene 2048x1024 labelIds PNGs):
@@ -43,11 +43,11 @@ import pytest
 import torch
 from PIL import Image
 
-from intrada import protocol
-from intrada.cityscapes import list_samples
-from intrada.dumps import DumpSet, write_dumps
-from intrada.evaluate import evaluate_dumps, evaluate_dumps_reference
-from intrada.postprocess import contest_profile, upsample_argmax, upsample_argmax_reference
+from intrada.core import protocol
+from intrada.dataset.cityscapes import list_samples
+from intrada.dataset.dumps import DumpSet, write_dumps
+from intrada.evaluation.evaluate import evaluate_dumps, evaluate_dumps_reference
+from intrada.evaluation.postprocess import contest_profile, upsample_argmax, upsample_argmax_reference
 
 pytestmark = pytest.mark.bench
 

@@ -37,8 +37,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from intrada.cityscapes import list_samples
-from intrada.preprocess import _pool_context, preprocess_split
+from intrada.dataset.cityscapes import list_samples
+from intrada.dataset.preprocess import _pool_context, preprocess_split
 
 pytestmark = pytest.mark.bench
 

@@ -7,7 +7,7 @@ Two measurements, both interleaved in one run so load from elsewhere on the mach
 1. ``test_onnxruntime_runner_overhead`` (asserted): ``OnnxRuntimeRunner.infer`` against a bare
    session (ORT's default options, ``intra_op_num_threads`` = the cores this process may use) on a
    reduced DeepLabv2 with the exact IntraDA interface: the real stem, caffe bottlenecks of
-   ``intrada.model``, output stride 8, the two dilated ASPP-sum heads, input [N,3,512,1024] and
+   ``intrada.model.deeplab``, output stride 8, the two dilated ASPP-sum heads, input [N,3,512,1024] and
    outputs 2 x [N,19,65,129] (~0.06-0.12 s per call here instead of ~2-5 s per image). Blocks of one call
    per side, the sides' order alternating between blocks, each timed call preceded by an untimed
    call of the same side (see ``interleaved``); the claim is the median over blocks of runner
@@ -46,12 +46,12 @@ import pytest
 import torch
 from torch import nn
 
-from intrada import protocol
-from intrada.compare import Limits, compare_outputs
-from intrada.model import ASPP_DILATIONS, Bottleneck, ClassifierModule
-from intrada.onnx_export import export_onnx
+from intrada.core import protocol
+from intrada.parity.compare import Limits, compare_outputs
+from intrada.model.deeplab import ASPP_DILATIONS, Bottleneck, ClassifierModule
+from intrada.model.onnx_export import export_onnx
 from intrada.runners.cpu import OnnxRuntimeRunner
-from intrada.thresholds import load as load_thresholds
+from intrada.gate.thresholds import load as load_thresholds
 
 pytestmark = pytest.mark.bench
 
@@ -115,10 +115,10 @@ def bare_infer(session: Any) -> Callable[[Batch], Outputs]:
 @pytest.fixture(scope="module")
 def demo() -> dict[str, Any]:
     """The embedded demo submission and its ONNX export, from the repository's artifact cache."""
-    from intrada.artifacts import demo_entry, onnx_export_entry
-    from intrada.cache import ArtifactCache
-    from intrada.cityscapes import list_samples
-    from intrada.preprocess import preprocess_image
+    from intrada.gate.artifacts import demo_entry, onnx_export_entry
+    from intrada.cache.store import ArtifactCache
+    from intrada.dataset.cityscapes import list_samples
+    from intrada.dataset.preprocess import preprocess_image
 
     cache = ArtifactCache(CACHE)
     root = demo_entry(cache)

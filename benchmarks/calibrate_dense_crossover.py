@@ -1,4 +1,4 @@
-"""Measure intrada.postprocess.DENSE_CROSSOVER: CPU time of upsample_argmax per crossover setting.
+"""Measure intrada.evaluation.postprocess.DENSE_CROSSOVER: CPU time of upsample_argmax per crossover setting.
 
 The cost model fills a row of cells densely when its sparse work exceeds ``crossover`` x its dense
 work. This script times ``upsample_argmax`` (process CPU time, so other jobs on a shared machine
@@ -16,7 +16,7 @@ import time
 import numpy as np
 from bench_postprocess import NOISE_SIGMA, _sample  # the benchmark's scene generator
 
-from intrada.postprocess import DENSE_CROSSOVER, upsample_argmax
+from intrada.evaluation.postprocess import DENSE_CROSSOVER, upsample_argmax
 
 CROSSOVERS = (math.inf, 0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.6)
 NOISE = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0)

@@ -2,7 +2,7 @@
 
 The pyramid: most gate tests run the gate *in this process* (``pytest.main``, see below):
 torch, onnxruntime and OpenVINO are imported once, and the 180 MB checkpoint and ONNX are hashed
-once (``intrada.hashing`` memoises by path, size, mtime and inode). A real ``pytest acceptance``
+once (``intrada.core.hashing`` memoises by path, size, mtime and inode). A real ``pytest acceptance``
 subprocess is kept where the process is the point: exit codes as a shell sees them, kill -9,
 pytest-xdist, the warm re-run measured as a new process. Every run is a :class:`GateRun`: exit
 code, terminal output and the report.json it wrote.
@@ -30,7 +30,7 @@ holding torch, onnx and onnxruntime that breaks things: re-imported C-extension 
 attributes (onnx: "module 'onnx.onnx_cpp2py_export.checker' has no attribute 'CheckerContext'"),
 torch's exporter aborts the process, and a re-imported lib module is no longer the one its
 importers hold (multiprocessing: "Can't pickle <function _evaluate_one>: it's not the same object as
-intrada.evaluate._evaluate_one"). Here what a run imports stays imported, as in the acceptance/ part
+intrada.evaluation.evaluate._evaluate_one"). Here what a run imports stays imported, as in the acceptance/ part
 of the README's run; ``sys.path`` and the working directory are restored. Other caveats, handled
 here or by the callers: ``--basetemp`` is always given, so an inner run never prunes the outer
 session's temp dirs; environment fakes (PATH, PYTHONPATH, INTRADA_FAKE_*) go through monkeypatch,
@@ -62,7 +62,7 @@ GATE_ARGS = (str(REPO / "acceptance"), "-c", str(REPO / "pytest.ini"), "--rootdi
 SEED_ARGS = ("--benchmark-disable", "--batch-sizes", "1")
 # Run id variable read by fixtures/artifacts.py (pytest-xdist's name: all workers of a run share it).
 RUN_ID_ENV = "PYTEST_XDIST_TESTRUNUID"
-_KEY_RE = re.compile(r"^[0-9a-f]{20}$")  # intrada.cache_manifest.KEY_HEX_CHARS, checked in seed_cache
+_KEY_RE = re.compile(r"^[0-9a-f]{20}$")  # intrada.cache.manifest.KEY_HEX_CHARS, checked in seed_cache
 
 
 # -- caches ---------------------------------------------------------------------------------------
@@ -85,7 +85,7 @@ def seed_cache(dst: Path, src: Path = SESSION_CACHE, kinds: tuple[str, ...] | No
     """A fresh cache at ``dst`` holding hard links of ``src``'s complete entries (of ``kinds``, or only
     the ``(kind, key)`` pairs in ``keys``; everything by default) and its label cache, without events,
     locks or temp dirs."""
-    from intrada.cache_manifest import KEY_HEX_CHARS, MANIFEST
+    from intrada.cache.manifest import KEY_HEX_CHARS, MANIFEST
 
     assert _KEY_RE.pattern == rf"^[0-9a-f]{{{KEY_HEX_CHARS}}}$"
     dst.mkdir(parents=True)
@@ -180,8 +180,8 @@ def run_subprocess(argv: list[str], workdir: Path, timeout: float) -> pytest.Run
 def demo_entry() -> Path:
     """The embedded demo submission in the session cache (built on first use): checkpoint.pth,
     cityscapes/, thresholds.toml. Cheaper than the seed: no artifact but the demo itself."""
-    from intrada.artifacts import demo_entry as entry
-    from intrada.cache import ArtifactCache
+    from intrada.gate.artifacts import demo_entry as entry
+    from intrada.cache.store import ArtifactCache
 
     return entry(ArtifactCache(SESSION_CACHE))
 
@@ -286,7 +286,7 @@ def build_session_seed(workdir: Path) -> GateSeed:
     * ``-m "parity or accuracy" -k "not openvino" --max-images 2``: the 2-image bins, ONNX Runtime and
       PyTorch outputs that the 2-image gate runs of the suite read.
     """
-    from intrada.cache_events import read_events
+    from intrada.cache.events import read_events
 
     t0 = time.perf_counter()
     run_id, small_id = f"seed-{uuid.uuid4().hex[:12]}", f"seed-2-{uuid.uuid4().hex[:12]}"

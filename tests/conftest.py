@@ -96,7 +96,7 @@ def randomize_batchnorm(module: nn.Module, generator: torch.Generator) -> None:
 def random_state_dict() -> "OrderedDict[str, torch.Tensor]":
     """The 640-entry state_dict of get_deeplab_v2() with seeded random weights (read-only: tests
     that derive variants copy the dict, never modify the tensors in place)."""
-    from intrada.model import get_deeplab_v2
+    from intrada.model.deeplab import get_deeplab_v2
 
     torch.manual_seed(0)
     model = get_deeplab_v2()
@@ -107,8 +107,8 @@ def random_state_dict() -> "OrderedDict[str, torch.Tensor]":
 @pytest.fixture(scope="session")
 def random_model(random_state_dict: "OrderedDict[str, torch.Tensor]") -> nn.Module:
     """The architecture in eval mode with ``random_state_dict`` loaded directly (not through
-    intrada.checkpoint), as the reference for export parity."""
-    from intrada.model import get_deeplab_v2
+    intrada.model.checkpoint), as the reference for export parity."""
+    from intrada.model.deeplab import get_deeplab_v2
 
     model = get_deeplab_v2()
     model.load_state_dict(random_state_dict, strict=True)

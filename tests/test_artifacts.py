@@ -1,4 +1,4 @@
-"""intrada.artifacts: runner outputs are reused per image across entries (same runner, model and bin
+"""intrada.gate.artifacts: runner outputs are reused per image across entries (same runner, model and bin
 bytes), so a --max-images run or a sample after a full run does not run the network again."""
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from intrada import protocol
-from intrada.artifacts import Bins, inputs_key, outputs_entry
-from intrada.cache import ArtifactCache
-from intrada.cache_events import read_events
-from intrada.cityscapes import Sample
+from intrada.core import protocol
+from intrada.gate.artifacts import Bins, inputs_key, outputs_entry
+from intrada.cache.store import ArtifactCache
+from intrada.cache.events import read_events
+from intrada.dataset.cityscapes import Sample
 
 
 @dataclass

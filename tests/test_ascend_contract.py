@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 
 from _report import results
-from intrada import protocol
+from intrada.core import protocol
 from intrada.ascend import atc, parsers, provenance, runners, tools
 from intrada.ascend.device import AscendRunner
-from intrada.errors import ToolError
+from intrada.core.errors import ToolError
 from intrada.runners.base import RunnerError
 
 
@@ -740,8 +740,8 @@ def test_recorded_dumps_alone_are_judged_against_the_onnx(tmp_path: Path, no_asc
                                                            toy_cache: Path, mode: str) -> None:
     """The workflow without a device here: ais_bench ran on an Ascend machine and its output folder
     is passed with --dumps. Parity and |delta mIoU| are judged; the live-om tests say why they skip."""
-    from intrada.cityscapes import list_samples
-    from intrada.preprocess import preprocess_split
+    from intrada.dataset.cityscapes import list_samples
+    from intrada.dataset.preprocess import preprocess_split
 
     bins = tmp_path / "bins"
     preprocess_split(list_samples(toy_gate["split"]), bins, workers=1)
@@ -791,8 +791,8 @@ def demo_om_cache(gate_seed, tmp_path_factory: pytest.TempPathFactory) -> Path:
     a gate run in this process judging zero-valued --dumps (device outputs make the plan sample, as an
     om does; no fake is needed for that). Each test copies it (hard links)."""
     from _gate import run_gate_here
-    from intrada.cityscapes import list_samples
-    from intrada.dumps import write_dumps
+    from intrada.dataset.cityscapes import list_samples
+    from intrada.dataset.dumps import write_dumps
 
     root = tmp_path_factory.mktemp("demo-om")
     cache = gate_seed.copy(root / "cache")

@@ -8,7 +8,7 @@ import pytest
 from intrada.ascend.setup import resolve_setup
 from intrada.ascend.parsers import NpuChip, NpuSmiInfo
 from intrada.ascend.tools import AscendTools, AtcTool
-from intrada.errors import ToolError
+from intrada.core.errors import ToolError
 
 ATC = AtcTool(Path("/usr/local/Ascend/bin/atc"), "7.0.0", "install.info", "0" * 64)
 ONE_310P3 = NpuSmiInfo("23.0.0", (NpuChip(0, "310P3", 0, 0),))

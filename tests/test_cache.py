@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from intrada import cache_fs
-from intrada.cache import ArtifactCache
-from intrada.cache_events import CacheStats, read_events
-from intrada.cache_manifest import KEY_HEX_CHARS
-from intrada.errors import CacheError
+from intrada.core import fs as cache_fs
+from intrada.cache.store import ArtifactCache
+from intrada.cache.events import CacheStats, read_events
+from intrada.cache.manifest import KEY_HEX_CHARS
+from intrada.core.errors import CacheError
 
 PARTS: dict[str, Any] = {
     "checkpoint_sha256": "ab" * 32,
@@ -288,7 +288,7 @@ def test_corrupted_entry_is_rebuilt_with_a_logged_reason(tmp_path: Path, corrupt
     corrupt(entry.path)
 
     cache = ArtifactCache(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="intrada.cache"):
+    with caplog.at_level(logging.WARNING, logger="intrada.cache.store"):
         again = cache.get_or_build("blob", PARTS, build)
     assert again.built and build.calls == 2
     assert again.file("blob.bin").read_bytes() == build.payload
@@ -331,7 +331,7 @@ def test_other_data_under_the_root_is_left_alone(tmp_path: Path) -> None:
 KILLED_BUILDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from intrada.cache import ArtifactCache
+    from intrada.cache.store import ArtifactCache
 
     root, ready = Path(sys.argv[1]), Path(sys.argv[2])
 
@@ -426,7 +426,7 @@ def test_waiter_reports_the_wait_and_takes_over_when_the_builder_is_killed(tmp_p
 PARALLEL_WORKER = textwrap.dedent("""
     import hashlib, json, os, sys, time
     from pathlib import Path
-    from intrada.cache import ArtifactCache
+    from intrada.cache.store import ArtifactCache
 
     root, sync, idx = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     (sync / f"ready-{idx}").touch()

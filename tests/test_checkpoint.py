@@ -1,4 +1,4 @@
-"""intrada.checkpoint: safe strict loading, the two accepted wrappers, and issue 6's bad checkpoints,
+"""intrada.model.checkpoint: safe strict loading, the two accepted wrappers, and issue 6's bad checkpoints,
 each pinned with its message both from the library and through `intrada pth2onnx` (exit code 2, one
 line on stderr, no traceback, nothing written).
 
@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 import torch
 
-from intrada.checkpoint import check_keys, load_model, read_state_dict, save_state_dict
-from intrada.errors import CheckpointError
-from intrada.model import get_deeplab_v2
+from intrada.model.checkpoint import check_keys, load_model, read_state_dict, save_state_dict
+from intrada.core.errors import CheckpointError
+from intrada.model.deeplab import get_deeplab_v2
 
 RESNET_HEAD_KEYS = [f"layer{h}.conv2d_list.{b}.{p}" for h in (5, 6) for b in range(4) for p in ("weight", "bias")]
 
@@ -440,7 +440,7 @@ def test_cli_announces_the_remap(save_checkpoint: Callable[..., Path], compact_s
                                  tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """`module.` checkpoints are accepted and the remap is said on stderr. The 30 s export is
     replaced by a copy of the toy ONNX (same interface), the rest of the command runs for real."""
-    import intrada.onnx_export as onnx_export
+    import intrada.model.onnx_export as onnx_export
 
     def fake_export(model: Any, out_path: Any, **kwargs: Any) -> Path:
         shutil.copyfile(toy_onnx, out_path)

@@ -1,4 +1,4 @@
-"""intrada.checks: the one NaN/Inf finder, and the model-output check built on it."""
+"""intrada.core.checks: the one NaN/Inf finder, and the model-output check built on it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from intrada.checks import NonFinite, check_model_outputs, count_nonfinite, find_nonfinite
-from intrada.errors import OnnxModelError
+from intrada.core.checks import NonFinite, check_model_outputs, count_nonfinite, find_nonfinite
+from intrada.core.errors import OnnxModelError
 
 
 def test_finite_arrays_have_nothing_to_report() -> None:

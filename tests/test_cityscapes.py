@@ -1,4 +1,4 @@
-"""intrada.cityscapes against the spec (model-and-evaluation.md section 4): the official layout, a
+"""intrada.dataset.cityscapes against the spec (model-and-evaluation.md section 4): the official layout, a
 sorted order, labels mapped labelId -> trainId with 255 ignored, and one clear error per bad tree."""
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from _cityscapes_tree import image_path, label_array, label_path, make_tree, write_label
-from intrada.cityscapes import Sample, label_path_for, list_samples, load_train_ids, stem_of
-from intrada.errors import DatasetError
+from intrada.dataset.cityscapes import Sample, label_path_for, list_samples, load_train_ids, stem_of
+from intrada.core.errors import DatasetError
 
-# Spec section 4, "Label" (info.json label2train), restated so that a drift in intrada.protocol fails.
+# Spec section 4, "Label" (info.json label2train), restated so that a drift in intrada.core.protocol fails.
 SPEC_LABEL2TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
                     25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
 

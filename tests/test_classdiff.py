@@ -1,6 +1,6 @@
-"""intrada.classdiff: per-class IoU deltas between two scores, and where two class maps disagree.
+"""intrada.parity.classdiff: per-class IoU deltas between two scores, and where two class maps disagree.
 
-Scores are built with intrada.metrics on small hand-made maps whose IoUs are worked out below, so
+Scores are built with intrada.evaluation.metrics on small hand-made maps whose IoUs are worked out below, so
 every number in the tables is known exactly."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from intrada import protocol
-from intrada.classdiff import ClassDelta, Disagreement, class_map, disagreement
-from intrada.metrics import score_maps
-from intrada.postprocess import upsample_argmax
+from intrada.core import protocol
+from intrada.parity.classdiff import ClassDelta, Disagreement, class_map, disagreement
+from intrada.evaluation.metrics import score_maps
+from intrada.evaluation.postprocess import upsample_argmax
 
 ROAD, SIDEWALK, BUILDING, POLE = 0, 1, 2, 5
 

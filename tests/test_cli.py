@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from intrada import protocol
+from intrada.core import protocol
 
 pytestmark = pytest.mark.slow  # every step is a `python -m intrada` process
 
@@ -64,8 +64,8 @@ def test_pth2onnx_reports_the_interface(exported_onnx) -> None:
 
 
 def test_preprocess_writes_one_bin_per_image(chain: dict, tree: Path) -> None:
-    from intrada.cityscapes import list_samples
-    from intrada.preprocess import preprocess_image
+    from intrada.dataset.cityscapes import list_samples
+    from intrada.dataset.preprocess import preprocess_image
 
     samples = list_samples(tree)
     bins = sorted((chain["work"] / "bins").glob("*.bin"))
@@ -97,9 +97,9 @@ def test_infer_writes_the_ais_bench_layout(chain: dict) -> None:
 
 
 def test_postprocess_json_equals_the_seed_procedure(chain: dict, tree: Path) -> None:
-    from intrada.cityscapes import list_samples
-    from intrada.dumps import DumpSet
-    from intrada.evaluate import evaluate_dumps_reference
+    from intrada.dataset.cityscapes import list_samples
+    from intrada.dataset.dumps import DumpSet
+    from intrada.evaluation.evaluate import evaluate_dumps_reference
 
     payload = json.loads((chain["work"] / "miou.json").read_text())
     assert payload["num_images"] == 2 and payload["dump_format"] == "ais_bench"

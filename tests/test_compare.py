@@ -1,4 +1,4 @@
-"""intrada.compare: statistics against independent numpy computations over all images at once, the
+"""intrada.parity.compare: statistics against independent numpy computations over all images at once, the
 judging of each criterion (truthiness, one-line report naming every failure), NaN/Inf handling."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from intrada.compare import Limits, ParityResult, TensorStats, compare_outputs
+from intrada.parity.compare import Limits, ParityResult, TensorStats, compare_outputs
 
 SHAPE = (1, 19, 13, 17)  # [N, C, H, W] per image, class axis at -3
 
@@ -211,7 +211,7 @@ class _Stored:
 
 
 def test_swapped_heads_names_outputs_in_the_wrong_order() -> None:
-    from intrada.compare import swapped_heads
+    from intrada.parity.compare import swapped_heads
 
     pairs = _images(3, n=2, noise=1e-6)
     names = ["a", "b"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from intrada.config import ConfigError, build_config
+from intrada.gate.config import ConfigError, build_config
 
 DEFAULTS = {"weights": None, "onnx": None, "cityscapes": None, "dumps": None, "dump_format": "auto",
             "batch_sizes": None, "max_images": None, "thresholds": None, "cache_dir": None, "report": None,

@@ -18,9 +18,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from intrada import demo, demo_checkpoint, demo_scene, protocol
-from intrada.cityscapes import list_samples, load_train_ids
-from intrada.model import get_deeplab_v2
+from intrada import demo
+from intrada.demo import checkpoint as demo_checkpoint, scene as demo_scene
+from intrada.core import protocol
+from intrada.dataset.cityscapes import list_samples, load_train_ids
+from intrada.model.deeplab import get_deeplab_v2
+from intrada.gate.submission import write_demo
 
 LUT = protocol.label_lookup_table()
 NAME_RE = re.compile(r"^(frankfurt|lindau|munster)_\d{6}_\d{6}$")
@@ -333,9 +336,9 @@ MEASURED_2_IMAGES: dict[str, float] = {
 # --- write_demo --------------------------------------------------------------------------------
 
 def test_write_demo_thresholds_are_the_shipped_file_with_the_demo_overrides(tmp_path: Path) -> None:
-    from intrada.thresholds import load
+    from intrada.gate.thresholds import load
 
-    out = demo.write_demo(tmp_path / "demo", n_images=1)
+    out = write_demo(tmp_path / "demo", n_images=1)
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pth", "cityscapes", "thresholds.toml"]
     shipped, written = load(), load(out / "thresholds.toml")
     for section in ("accuracy", "parity", "om", "openvino", "perf"):

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from intrada import protocol
-from intrada.cityscapes import Sample
-from intrada.dumps import CONVENTIONS, DumpSet, write_dumps
-from intrada.errors import DumpsError
+from intrada.core import protocol
+from intrada.dataset.cityscapes import Sample
+from intrada.dataset.dumps import CONVENTIONS, DumpSet, write_dumps
+from intrada.core.errors import DumpsError
 
 NAMES = ["frankfurt_000000_000294_leftImg8bit", "lindau_000001_000019_leftImg8bit", "munster_000002_000019_leftImg8bit"]
 SHAPE = (19, 65, 129)

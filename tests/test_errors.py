@@ -1,4 +1,4 @@
-"""intrada.errors: one-line messages, and errors that survive pickling, so a worker process's
+"""intrada.core.errors: one-line messages, and errors that survive pickling, so a worker process's
 IntradaError reaches the parent as itself (preprocess_split and evaluate_dumps rely on it)."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from intrada import errors
-from intrada.errors import BinsError, IntradaError
-from intrada.preprocess import read_bin
+from intrada.core import errors
+from intrada.core.errors import BinsError, IntradaError
+from intrada.dataset.preprocess import read_bin
 
 ERRORS = sorted((v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, IntradaError)),
                 key=lambda c: c.__name__)

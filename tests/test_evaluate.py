@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from intrada.cityscapes import Sample, list_samples
-from intrada.dumps import DumpSet, write_dumps
-from intrada.errors import DumpsError
-from intrada.evaluate import EvalResult, evaluate_dumps, evaluate_dumps_reference, load_label_cached
+from intrada.dataset.cityscapes import Sample, list_samples
+from intrada.dataset.dumps import DumpSet, write_dumps
+from intrada.core.errors import DumpsError
+from intrada.evaluation.evaluate import EvalResult, evaluate_dumps, evaluate_dumps_reference, load_label_cached
 
 H, W = 1024, 2048
 # labelId -> trainId as listed in the spec (model-and-evaluation.md section 4); all others ignored
@@ -152,7 +152,7 @@ def test_label_table_matches_the_spec(tmp_path: Path) -> None:
     np.testing.assert_array_equal(fast, expected)
     cached, _ = load_label_cached(label, tmp_path / "c")
     np.testing.assert_array_equal(cached, expected)
-    from intrada.evaluate import _reference_label
+    from intrada.evaluation.evaluate import _reference_label
 
     np.testing.assert_array_equal(_reference_label(label), expected)
 

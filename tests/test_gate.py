@@ -35,7 +35,7 @@ import pytest
 
 from _gate import GateRun, GateSeed, run_gate
 from _report import accuracy, results
-from intrada import protocol
+from intrada.core import protocol
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +111,7 @@ def test_parity_alone_runs_onnx_runtime_on_the_parity_images_only(tmp_path: Path
     """-m parity reads ONNX Runtime's outputs on the 2 parity images only: it runs on those, not on
     the 8 images of the split (on a 500-image split: seconds instead of ~35 min). Here everything is
     a cache hit: the seed computed those 2 images (content-keyed outputs), nothing is built."""
-    from intrada.cache_events import read_events
+    from intrada.cache.events import read_events
 
     run = run_gate(tmp_path, "--benchmark-disable", "-m", "parity", "-k", "not openvino", *gate_seed.real_args(),
                    cache=own_cache)
@@ -264,8 +264,8 @@ def test_onnx_with_floor_pooling_fails_well_formedness(tmp_path: Path, gate_seed
 # keeps it judged (the ONNX accuracy these runs must pass) at no cost: the seed has those outputs.
 def _bins(gate_seed: GateSeed, kind: str, out: Path, images: int) -> Path:
     """Preprocessed bins of the first ``images`` demo images, RGB-ordered or without the mean."""
-    from intrada.cityscapes import list_samples
-    from intrada.preprocess import load_resized_rgb, to_network_input
+    from intrada.dataset.cityscapes import list_samples
+    from intrada.dataset.preprocess import load_resized_rgb, to_network_input
 
     out.mkdir(parents=True, exist_ok=True)
     for s in list_samples(gate_seed.cityscapes)[:images]:
@@ -283,8 +283,8 @@ def dumps(gate_seed: GateSeed, mutant_dir: Path) -> dict[str, Path]:
     """Device-output dumps (ais_bench layout) of the demo: "good" are ONNX Runtime's outputs of the
     correct bins (the gate's own, from the seed: ais_bench layout already); "rgb" and "nomean" are
     ONNX Runtime outputs of wrongly preprocessed bins of the first image. Those bins are read raw:
-    intrada.preprocess.read_bins rightly refuses values outside the BGR-minus-mean range."""
-    from intrada.dumps import write_dumps
+    intrada.dataset.preprocess.read_bins rightly refuses values outside the BGR-minus-mean range."""
+    from intrada.dataset.dumps import write_dumps
     from intrada.runners.cpu import OnnxRuntimeRunner
 
     ort_entry = Path(gate_seed.default.report["overlays"][0]["logits"]).parent

@@ -1,4 +1,4 @@
-"""intrada.hashing: streamed sha256 and its in-process memo."""
+"""intrada.core.hashing: streamed sha256 and its in-process memo."""
 from __future__ import annotations
 
 import hashlib
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import intrada.hashing as hashing_mod
-from intrada.hashing import cached_file_sha256, file_sha256
+import intrada.core.hashing as hashing_mod
+from intrada.core.hashing import cached_file_sha256, file_sha256
 
 
 @pytest.mark.parametrize("size", [0, 1, 6, 7, 8, 70, 71])

@@ -1,4 +1,4 @@
-"""intrada.info against the seed's gen_dataset_info.py bin mode (modelzoo-and-ascend-tools.md section 3)."""
+"""intrada.dataset.info against the seed's gen_dataset_info.py bin mode (modelzoo-and-ascend-tools.md section 3)."""
 from __future__ import annotations
 
 import os
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from intrada.errors import BinsError
-from intrada.info import InfoEntry, list_bins, read_info, write_info
+from intrada.core.errors import BinsError
+from intrada.dataset.info import InfoEntry, list_bins, read_info, write_info
 
 BIN_BYTES = 6_291_456  # 3 x 512 x 1024 float32, from the spec
 

@@ -1,4 +1,4 @@
-"""intrada.layermap / intrada.layerdiff: the first layer where an ONNX departs from its checkpoint.
+"""intrada.diagnosis.layermap / intrada.diagnosis.layerdiff: the first layer where an ONNX departs from its checkpoint.
 
 Unit level on the conftest toy network (exports in under a second). Then real exports of the full
 DeepLabv2 with the demo weights, exported once per module through ``export_onnx``: mutants are made
@@ -20,11 +20,11 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from intrada.compare import Limits, compare_outputs
-from intrada.layerdiff import LayerDiff, diff_layers
-from intrada.layermap import Point, map_layers, scope_of
-from intrada.layerstats import LayerRow, Scratch, compare_layer
-from intrada.onnxstream import OnnxStream
+from intrada.parity.compare import Limits, compare_outputs
+from intrada.diagnosis.layerdiff import LayerDiff, diff_layers
+from intrada.diagnosis.layermap import Point, map_layers, scope_of
+from intrada.diagnosis.layerstats import LayerRow, Scratch, compare_layer
+from intrada.diagnosis.onnxstream import OnnxStream
 
 LIMITS = Limits(max_abs_over_scale=2e-5, min_cosine=0.99999, min_argmax_agreement=0.999)
 SHAPE = (1, 3, 512, 1024)
@@ -178,14 +178,14 @@ def test_layerdiff_result_object() -> None:
 def test_the_gates_layer_diff_tries_the_centre_crop_first(monkeypatch, tmp_path: Path, crop_diverges: bool) -> None:
     """first_diverging_layer(crop=...): the crop's answer when a layer diverges there; otherwise (a
     difference confined to the borders) the whole image is diffed."""
-    import intrada.checkpoint
-    import intrada.layerdiff as layerdiff
+    import intrada.model.checkpoint
+    import intrada.diagnosis.layerdiff as layerdiff
 
     image = np.arange(3 * 8 * 16, dtype=np.float32).reshape(3, 8, 16)
     bin_path = tmp_path / "frankfurt_000000_000294_leftImg8bit.bin"
     image.tofile(bin_path)
-    monkeypatch.setattr("intrada.preprocess.read_bin", lambda path: image)
-    monkeypatch.setattr(intrada.checkpoint, "load_model", lambda weights: ("model", None))
+    monkeypatch.setattr("intrada.dataset.preprocess.read_bin", lambda path: image)
+    monkeypatch.setattr(intrada.model.checkpoint, "load_model", lambda weights: ("model", None))
     calls, seen = [], []
 
     def fake_diff(model, onnx_path, x, limits, *, image_name, **kw):
@@ -247,7 +247,7 @@ CROP = (128, 256)
 @pytest.fixture(scope="module")
 def demo_model() -> torch.nn.Module:
     from intrada.demo import make_checkpoint
-    from intrada.model import get_deeplab_v2
+    from intrada.model.deeplab import get_deeplab_v2
 
     model = get_deeplab_v2()
     model.load_state_dict(make_checkpoint(), strict=True)
@@ -259,8 +259,8 @@ def demo_export() -> Path:
     """The demo checkpoint's ONNX export (``demo_model``'s weights) from the session cache: the entry
     the gate builds and judges in the README's run (tests/_gate.py), so a full run exports it once."""
     from _gate import SESSION_CACHE, demo_entry
-    from intrada.artifacts import onnx_export_entry
-    from intrada.cache import ArtifactCache
+    from intrada.gate.artifacts import onnx_export_entry
+    from intrada.cache.store import ArtifactCache
 
     return onnx_export_entry(ArtifactCache(SESSION_CACHE), demo_entry() / "checkpoint.pth")
 
@@ -279,9 +279,9 @@ def relaxed(demo_export: Path) -> Any:
 def demo_image() -> np.ndarray:
     from PIL import Image
 
-    from intrada import protocol
+    from intrada.core import protocol
     from intrada.demo import demo_sample
-    from intrada.preprocess import to_network_input
+    from intrada.dataset.preprocess import to_network_input
 
     rgb = Image.fromarray(demo_sample(0).rgb).resize((protocol.INPUT_W, protocol.INPUT_H), Image.Resampling.BICUBIC)
     return to_network_input(np.asarray(rgb))
@@ -289,7 +289,7 @@ def demo_image() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def crop(demo_image: np.ndarray) -> np.ndarray:
-    from intrada.noise import centre_crop
+    from intrada.parity.noise import centre_crop
 
     return centre_crop(demo_image[None], CROP)
 
@@ -297,8 +297,8 @@ def crop(demo_image: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def derived(demo_model: torch.nn.Module, crop: np.ndarray) -> Any:
     """The parity limits as the gate derives them: shipped thresholds, floor measured here."""
-    from intrada.noise import limits_from_thresholds, measure_noise_floor
-    from intrada.thresholds import load
+    from intrada.parity.noise import limits_from_thresholds, measure_noise_floor
+    from intrada.gate.thresholds import load
 
     return limits_from_thresholds(load(), measure_noise_floor(demo_model, [crop]))
 
@@ -336,7 +336,7 @@ def test_faithful_export_names_no_layer(demo_model, relaxed, crop, derived) -> N
 @pytest.fixture(scope="module")
 def fixed_limits() -> Limits:
     """Today's fixed [parity] limits, the derived limit's outer bound."""
-    from intrada.thresholds import load
+    from intrada.gate.thresholds import load
 
     p = load().section("parity")
     return Limits(max_abs_over_scale=p["max_abs_over_scale"], min_cosine=p["min_cosine"],
@@ -382,7 +382,7 @@ def test_faithful_runtimes_pass_the_derived_limits(relaxed, crop, derived, torch
 
 @pytest.fixture(scope="module")
 def cli_inputs(demo_model, demo_image, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
-    from intrada.checkpoint import save_state_dict
+    from intrada.model.checkpoint import save_state_dict
 
     d = tmp_path_factory.mktemp("diffcli")
     save_state_dict(demo_model.state_dict(), d / "checkpoint.pth")

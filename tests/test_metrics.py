@@ -1,4 +1,4 @@
-"""intrada.metrics against independent computations (np.add.at, explicit per-class loops)."""
+"""intrada.evaluation.metrics against independent computations (np.add.at, explicit per-class loops)."""
 from __future__ import annotations
 
 import math
@@ -7,9 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from intrada import protocol
-from intrada.metrics import (ConfusionMatrix, SegmentationScore, confusion_matrix, iou_from_confusion,
-                             mean_iou, score_maps)
+from intrada.core import protocol
+from intrada.evaluation.metrics import ConfusionMatrix, SegmentationScore, confusion_matrix, iou_from_confusion, mean_iou, score_maps
 
 C = 19
 

@@ -1,4 +1,4 @@
-"""intrada.model against the specification (model-and-evaluation.md sections 1-3) and the reference
+"""intrada.model.deeplab against the specification (model-and-evaluation.md sections 1-3) and the reference
 JSON made from the ADVENT source. Shapes come from the meta device (no weights, no compute);
 numerical checks run single blocks / heads on small inputs against an independent functional
 re-implementation written from the spec."""
@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from intrada import protocol
-from intrada.model import conv_flops, get_deeplab_v2
+from intrada.core import protocol
+from intrada.model.deeplab import conv_flops, get_deeplab_v2
 
 # sha256 of the reference JSON as [[key, shape], ...] in file order (compact separators). Pinned so a
 # clean clone without ../shared/reference still checks the exact 640 entries, in order.

@@ -1,4 +1,4 @@
-"""intrada.noise: the float32 noise floor (float32 vs float64 forward) and the limits derived from it.
+"""intrada.parity.noise: the float32 noise floor (float32 vs float64 forward) and the limits derived from it.
 
 The toy network (conftest) keeps the forward passes cheap; the demo checkpoint's floor, the
 derived limit against faithful runtimes and against one-conv mutants are in test_layerdiff.py
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from intrada.compare import Limits, TensorStats
-from intrada.errors import ThresholdsError
-from intrada.noise import MIN_FLOOR, NoiseFloor, centre_crop, limits_from_thresholds, measure_noise_floor, parity_limits
-from intrada.thresholds import DEFAULT_PATH, load, parse
+from intrada.parity.compare import Limits, TensorStats
+from intrada.core.errors import ThresholdsError
+from intrada.parity.noise import MIN_FLOOR, NoiseFloor, centre_crop, limits_from_thresholds, measure_noise_floor, parity_limits
+from intrada.gate.thresholds import DEFAULT_PATH, load, parse
 
 OUTER = Limits(max_abs_over_scale=1e-3, min_cosine=0.99999, min_argmax_agreement=0.999)
 

@@ -1,6 +1,6 @@
-"""intrada.onnx_export: the real export (once per session, made by `intrada pth2onnx --verify` in
+"""intrada.model.onnx_export: the real export (once per session, made by `intrada pth2onnx --verify` in
 tests/conftest.py) checked with the onnx API directly and against torch through a bare ONNX
-Runtime session; inspect_onnx (and intrada.checks.check_model_outputs) on issue 6's bad ONNX files,
+Runtime session; inspect_onnx (and intrada.core.checks.check_model_outputs) on issue 6's bad ONNX files,
 built by editing the toy export (same interface, 40 kB) with the onnx helper API; `intrada inspect`
 through the CLI."""
 from __future__ import annotations
@@ -16,10 +16,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from intrada import protocol
-from intrada.errors import OnnxModelError
-from intrada.checks import check_model_outputs
-from intrada.onnx_export import export_onnx, inspect_onnx
+from intrada.core import protocol
+from intrada.core.errors import OnnxModelError
+from intrada.core.checks import check_model_outputs
+from intrada.model.onnx_export import export_onnx, inspect_onnx
 
 SPEC_OPS = {"Conv", "Relu", "Add", "MaxPool", "Identity"}  # spec: BN folded into Conv by the exporter
 
@@ -140,7 +140,7 @@ def test_export_onnx_refuses_a_wrong_model_and_leaves_nothing(toy_factory: Calla
 
 
 def _disk_with_free(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
-    from intrada import cache_fs
+    from intrada.core import fs as cache_fs
 
     monkeypatch.setattr(cache_fs, "free_bytes", lambda path: free)
 
@@ -152,7 +152,7 @@ def test_a_disk_too_small_for_the_weights_is_refused_before_the_trace(toy_factor
     fails at once with ENOSPC and the sizes (the real model: 170 MiB, and no 8 s trace first)."""
     import errno
 
-    from intrada.onnx_export import min_export_bytes
+    from intrada.model.onnx_export import min_export_bytes
 
     model = toy_factory(seed=2)
     traced: list[bool] = []
@@ -203,12 +203,12 @@ def test_cli_os_errors_are_one_line(random_checkpoint: Path, cli: Callable[..., 
     and the errno, exit 2, no traceback."""
     import errno
 
-    import intrada.onnx_export
+    import intrada.model.onnx_export
 
     def read_only(model: Any, out: Path) -> None:
         raise OSError(errno.EROFS, "Read-only file system", str(out))
 
-    monkeypatch.setattr(intrada.onnx_export, "check_room", read_only)
+    monkeypatch.setattr(intrada.model.onnx_export, "check_room", read_only)
     out = tmp_path / "model.onnx"
     run = cli(["pth2onnx", str(random_checkpoint), str(out)])
     assert run.rc == 2 and run.stdout == ""

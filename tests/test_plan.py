@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from intrada.plan import make_plan, split_needed, spread
+from intrada.gate.plan import make_plan, split_needed, spread
 
 
 def test_spread_covers_first_to_last() -> None:

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from intrada import postprocess_dense, protocol
-from intrada.postprocess import (DENSE_CROSSOVER, contest_profile, upsample_argmax, upsample_argmax_reference,
-                                 upsample_values)
+from intrada.evaluation import postprocess_dense
+from intrada.core import protocol
+from intrada.evaluation.postprocess import DENSE_CROSSOVER, contest_profile, upsample_argmax, upsample_argmax_reference, upsample_values
 
 FULL = (protocol.LABEL_H, protocol.LABEL_W)
 PATHS = {"dense": 0.0, "auto": DENSE_CROSSOVER, "sparse": math.inf}
-# torch 2.13's CPU kernel rounds like the FMA model of intrada.postprocess only for outputs with
+# torch 2.13's CPU kernel rounds like the FMA model of intrada.evaluation.postprocess only for outputs with
 # height + width >= 129 (measured; smaller ones take a path whose values differ by an ulp on some
 # pixels, which decides near ties differently). Small torch comparisons of ties use such sizes;
 # the protocol's 1024x2048 is far above.

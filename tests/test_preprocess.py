@@ -1,4 +1,4 @@
-"""intrada.preprocess against the spec (model-and-evaluation.md section 4, modelzoo section 2).
+"""intrada.dataset.preprocess against the spec (model-and-evaluation.md section 4, modelzoo section 2).
 
 The references here are written from the spec, never by calling intrada: ADVENT's line
 ``np.asarray(Image.open(p).convert('RGB').resize((1024, 512), BICUBIC), float32)[:, :, ::-1] - mean``
@@ -20,12 +20,12 @@ import pytest
 from PIL import Image
 
 from _cityscapes_tree import make_tree, write_image
-from intrada import preprocess, protocol
-from intrada.atomic import temp_path
-from intrada.cityscapes import Sample, list_samples
-from intrada.errors import BinsError, DatasetError, IntradaError
-from intrada.preprocess import (load_resized_rgb, preprocess_image, preprocess_split, read_bin, read_bins,
-                                to_network_input)
+from intrada.dataset import preprocess
+from intrada.core import protocol
+from intrada.core.atomic import temp_path
+from intrada.dataset.cityscapes import Sample, list_samples
+from intrada.core.errors import BinsError, DatasetError, IntradaError
+from intrada.dataset.preprocess import load_resized_rgb, preprocess_image, preprocess_split, read_bin, read_bins, to_network_input
 
 # Spec section 4: the exact float32 values of TEST.IMG_MEAN, BGR order.
 SPEC_MEAN_BGR = (104.00698852539062, 116.66876983642578, 122.67891693115234)
@@ -298,8 +298,8 @@ def test_a_worker_killed_mid_write_is_a_clear_error_and_leaves_nothing_partial(
 
 KILL_SCRIPT = textwrap.dedent("""
     import sys
-    from intrada.cityscapes import Sample, list_samples
-    from intrada.preprocess import preprocess_split
+    from intrada.dataset.cityscapes import Sample, list_samples
+    from intrada.dataset.preprocess import preprocess_split
     # 20 copies of each image under distinct names, so the run is still going when it is killed.
     many = [Sample(f"{s.name}_{k:02d}", s.city, s.image, None) for k in range(20) for s in list_samples(sys.argv[1])]
     preprocess_split(many, sys.argv[2], workers=2)

@@ -1,4 +1,4 @@
-"""intrada.protocol against the specification (../shared/spec/model-and-evaluation.md sections 0-5 and
+"""intrada.core.protocol against the specification (../shared/spec/model-and-evaluation.md sections 0-5 and
 modelzoo-and-ascend-tools.md sections 1-2): every literal below is copied from the spec, not from
 the module, so a drift of any constant fails here."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from intrada import protocol
+from intrada.core import protocol
 
 # Spec section 4, "Label": the labelId -> trainId table (info.json label2train).
 SPEC_LABEL_TABLE = {

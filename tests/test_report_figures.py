@@ -1,4 +1,4 @@
-"""intrada.report_figures: the disagreement pictures (what is highlighted, where, and the files)."""
+"""intrada.gate.report_figures: the disagreement pictures (what is highlighted, where, and the files)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from intrada import protocol
-from intrada.errors import DumpsError
-from intrada.report_figures import (HIGHLIGHT_RGB, IGNORED_RGB, disagreement_figure, write_disagreement_figures,
-                                    write_figures)
+from intrada.core import protocol
+from intrada.core.errors import DumpsError
+from intrada.gate.report_figures import HIGHLIGHT_RGB, IGNORED_RGB, disagreement_figure, write_disagreement_figures, write_figures
 
 ROAD, SKY, CAR = 0, 10, 13
 TOP = 32  # title + legend lines above the overlay

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from intrada.requirements import (CORE_SUBJECTS, Requirement, TestOutcome, gates_selected_by, judge_gates,
-                                  parse_gate_list, resolve)
-from intrada.verdict import State, Verdict, not_judged
+from intrada.gate.requirements import CORE_SUBJECTS, Requirement, TestOutcome, gates_selected_by, judge_gates, parse_gate_list, resolve
+from intrada.gate.verdict import State, Verdict, not_judged
 
 
 def passed(gate: str, subject: str) -> Verdict:

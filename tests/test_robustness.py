@@ -47,12 +47,12 @@ from PIL import Image
 from _gate import GATE_ARGS, GateRun, demo_entry, link_tree, seed_cache
 from _gate import run_gate as _run_gate
 from _report import accuracy
-from intrada.cache_events import read_events
-from intrada.cache_manifest import KEY_HEX_CHARS
-from intrada.hashing import file_sha256
-from intrada.cityscapes import list_samples
-from intrada.dumps import write_dumps
-from intrada.errors import DatasetError
+from intrada.cache.events import read_events
+from intrada.cache.manifest import KEY_HEX_CHARS
+from intrada.core.hashing import file_sha256
+from intrada.dataset.cityscapes import list_samples
+from intrada.dataset.dumps import write_dumps
+from intrada.core.errors import DatasetError
 
 REPO = Path(__file__).resolve().parents[1]
 GATE = [*GATE_ARGS, "--benchmark-disable"]
@@ -317,7 +317,7 @@ def test_cache_dir_not_writable_by_this_user_is_named(shared_tmp: Path) -> None:
     """The same start-of-session check for plain permissions (EACCES). Root ignores permission bits and
     `nobody` cannot start this Python (it lives under /root), so the check runs in a forked child that
     drops to `nobody`, as tests/test_cache.py does for the cache itself."""
-    from intrada.config import ConfigError, _writable_dir
+    from intrada.gate.config import ConfigError, _writable_dir
 
     base = shared_tmp
     (base / "cache").mkdir()
@@ -584,7 +584,7 @@ def test_label_ids_out_of_range_error_the_accuracy_test(tmp_path: Path, demo: Pa
 def test_label_id_minus_one_is_ignored_not_refused(tmp_path: Path) -> None:
     """Issue 6 allows ids -1..33 (-1 is the licence plate of the Cityscapes label table). A PNG cannot hold
     a negative value, so this uses a 32-bit signed TIFF (mode I), which Pillow opens the same way."""
-    from intrada.cityscapes import load_train_ids
+    from intrada.dataset.cityscapes import load_train_ids
 
     ids = np.full((1024, 2048), 7, np.int32)  # road
     ids[:, :100] = -1
@@ -665,12 +665,12 @@ def test_a_report_that_cannot_be_written_fails_the_run_in_one_line(tmp_path: Pat
     is still printed. It used to end in an OSError traceback at the terminal summary."""
     import errno
 
-    import intrada.report
+    import intrada.gate.report
 
     def full(directory: Path, *_: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(Path(directory) / "report.json"))
 
-    monkeypatch.setattr(intrada.report, "write_report", full)
+    monkeypatch.setattr(intrada.gate.report, "write_report", full)
     report = tmp_path / "rep"
     gate = _run_gate(tmp_path, "--benchmark-disable", "-m", "parity", "-k", "onnxruntime_matches", cache=gate_seed.cache,
                      report=report)
@@ -835,7 +835,7 @@ def test_four_xdist_workers_build_each_artifact_once(tmp_path: Path, gate_seed: 
 
     The cache holds the demo and, as donors, the session seed's runner outputs (other keys: 8 and 2
     images). The export is built here, byte-identical to the seed's, so each 1-image outputs entry is
-    still built once under its lock, by linking the donor's files (intrada.artifacts.outputs_entry)
+    still built once under its lock, by linking the donor's files (intrada.gate.artifacts.outputs_entry)
     instead of running ONNX Runtime, PyTorch and OpenVINO again (~16 s of forwards on 2 cores)."""
     donors = frozenset(k for k in gate_seed.keys if k[0] in ("demo", "outputs"))
     cache = seed_cache(tmp_path / "cache", gate_seed.cache, keys=donors)

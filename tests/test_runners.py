@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from intrada.errors import CheckpointError, IntradaError
+from intrada.core.errors import CheckpointError, IntradaError
 from intrada.runners import Runner, RunnerError
 from intrada.runners.cpu import OnnxRuntimeRunner, TorchRunner
 
@@ -202,7 +202,7 @@ def test_runners_take_the_heads_at_the_protocol_indices(toy_model: Any, toy_onnx
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Said once: with the indices swapped in protocol, every runner swaps its heads (a restated
     index in a runner would not follow)."""
-    from intrada import protocol
+    from intrada.core import protocol
 
     x = toy_batch[:1]
     with TorchRunner(model=toy_model) as t:

@@ -1,4 +1,4 @@
-"""intrada.thresholds: the shipped lib/intrada/data/thresholds.toml (read independently with tomllib and
+"""intrada.gate.thresholds: the shipped lib/intrada/data/thresholds.toml (read independently with tomllib and
 compared with the spec where the spec gives the number) and issue 6's malformed files, each a
 ThresholdsError with a pinned message; with_overrides round-trips."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Callable
 
 import pytest
 
-from intrada.errors import ThresholdsError
-from intrada.thresholds import DEFAULT_PATH, SCHEMA, load, with_overrides
+from intrada.core.errors import ThresholdsError
+from intrada.gate.thresholds import DEFAULT_PATH, SCHEMA, load, with_overrides
 
 SHIPPED = Path(__file__).resolve().parents[1] / "lib" / "intrada" / "data" / "thresholds.toml"
 TEXT = SHIPPED.read_text(encoding="utf-8")
@@ -233,7 +233,7 @@ def test_upper_limits_must_be_finite_and_non_negative(write: Callable[[str], Pat
 
 
 def test_certification_pins_the_required_gates(tmp_path) -> None:
-    from intrada.thresholds import load
+    from intrada.gate.thresholds import load
 
     assert load().required_gates == ()  # the shipped file requires nothing: a CPU machine can pass
     path = tmp_path / "zoo.toml"
@@ -249,7 +249,7 @@ def test_certification_pins_the_required_gates(tmp_path) -> None:
 
 
 def test_thresholds_hand_out_ready_limits() -> None:
-    from intrada.thresholds import load
+    from intrada.gate.thresholds import load
 
     t = load()
     assert t.parity_limits().max_abs_over_scale == t.get("parity", "max_abs_over_scale")

@@ -1,4 +1,4 @@
-"""intrada.upstream: telling upstream ADVENT from PyPI's placeholder, and the cross-check verdicts.
+"""intrada.parity.upstream: telling upstream ADVENT from PyPI's placeholder, and the cross-check verdicts.
 
 The real upstream code cannot ship with this repository, so the "upstream" packages here are fakes
 written into a temporary site folder: a faithful one (our model under upstream's module path),
@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from intrada.compare import Limits
-from intrada.upstream import UpstreamStatus, compare_with_upstream, find_upstream
+from intrada.parity.compare import Limits
+from intrada.parity.upstream import UpstreamStatus, compare_with_upstream, find_upstream
 
 # the parity gate's fp32 limits (lib/intrada/data/thresholds.toml [parity])
 LIMITS = Limits(max_abs_over_scale=1e-3, min_cosine=0.99999, min_argmax_agreement=0.999)
 SMALL_INPUT = np.random.default_rng(0).normal(0.0, 50.0, (1, 3, 32, 48)).astype(np.float32)
 
-MAKE = "from intrada.model import get_deeplab_v2 as _ours\n"
+MAKE = "from intrada.model.deeplab import get_deeplab_v2 as _ours\n"
 FAITHFUL = MAKE + textwrap.dedent("""
     def get_deeplab_v2(num_classes=19, multi_level=True):
         return _ours(num_classes, multi_level)
@@ -39,7 +39,7 @@ WRONG_EPS = MAKE + textwrap.dedent("""
         return model
 """)
 SWAPPED_HEADS = textwrap.dedent("""
-    from intrada.model import ResNetMulti
+    from intrada.model.deeplab import ResNetMulti
 
     class Swapped(ResNetMulti):
         def forward(self, x):
@@ -139,7 +139,7 @@ def test_faithful_upstream_matches_bit_for_bit(fake_advent, random_state_dict, r
     fake_advent(upstream_package(FAITHFUL))
     check = compare_with_upstream(random_state_dict, SMALL_INPUT, LIMITS, model=random_model)
     assert check and check.available and check.identical, check.report()
-    assert check.report().startswith("upstream ADVENT cross-check (bit-identical outputs): intrada.model vs "
+    assert check.report().startswith("upstream ADVENT cross-check (bit-identical outputs): intrada.model.deeplab vs "
                                      "upstream ADVENT on 1 images: PASS")
     assert check.as_dict()["parity"]["outputs"][1]["output"] == "main"
 

@@ -6,9 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from intrada.compare import Limits, compare_outputs
-from intrada.verdict import (AccuracyLimits, State, Throughput, ThroughputTarget, Verdict, judge_accuracy,
-                             judge_miou_delta, judge_parity, judge_throughput, not_judged)
+from intrada.parity.compare import Limits, compare_outputs
+from intrada.gate.verdict import AccuracyLimits, State, Throughput, ThroughputTarget, Verdict, judge_accuracy, judge_miou_delta, judge_parity, judge_throughput, not_judged
 
 LIMITS = AccuracyLimits(min_miou=47.0, reference_miou=47.0, relative_tolerance=0.01, allow_subset=False,
                         full_split_images=500)

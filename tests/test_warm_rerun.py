@@ -32,8 +32,8 @@ from pathlib import Path
 import pytest
 
 from _gate import RUN_ID_ENV, SEED_ARGS, GateSeed
-from intrada.cache_events import CacheStats, read_events
-from intrada.hashing import file_sha256
+from intrada.cache.events import CacheStats, read_events
+from intrada.core.hashing import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from . import protocol
-from .errors import IntradaError, os_error_line
+from .core import protocol
+from .core.errors import IntradaError, os_error_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,8 +40,8 @@ def _positive(text: str) -> int:
 
 
 def cmd_pth2onnx(args: argparse.Namespace) -> int:
-    from .checkpoint import load_model
-    from .onnx_export import export_onnx, inspect_onnx
+    from .model.checkpoint import load_model
+    from .model.onnx_export import export_onnx, inspect_onnx
 
     model, ckpt = load_model(args.checkpoint)
     if ckpt.remap:
@@ -56,9 +56,9 @@ def cmd_pth2onnx(args: argparse.Namespace) -> int:
     if args.verify:
         import numpy as np
 
-        from .compare import Limits, compare_outputs
+        from .parity.compare import Limits, compare_outputs
         from .runners.cpu import OnnxRuntimeRunner, TorchRunner
-        from .thresholds import load as load_thresholds
+        from .gate.thresholds import load as load_thresholds
 
         # The gate's [parity] limits; argmax agreement is judged by the gate on real images (one
         # random input has near-ties).
@@ -74,8 +74,8 @@ def cmd_pth2onnx(args: argparse.Namespace) -> int:
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
-    from .cityscapes import list_samples
-    from .preprocess import preprocess_split
+    from .dataset.cityscapes import list_samples
+    from .dataset.preprocess import preprocess_split
 
     samples = list_samples(args.root, args.split, require_labels=False, max_images=args.max_images)
     out = Path(args.out_dir)
@@ -85,7 +85,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_gen_info(args: argparse.Namespace) -> int:
-    from .info import write_info
+    from .dataset.info import write_info
 
     if args.file_type != "bin":
         raise IntradaError("gen-info", f"file type {args.file_type!r} is not supported",
@@ -96,7 +96,7 @@ def cmd_gen_info(args: argparse.Namespace) -> int:
 
 
 def _bin_names(bins_dir: Path) -> list[str]:
-    from .errors import BinsError
+    from .core.errors import BinsError
 
     if not bins_dir.is_dir():
         raise BinsError(bins_dir, "bins directory not found", "run `intrada preprocess` first")
@@ -107,7 +107,7 @@ def _bin_names(bins_dir: Path) -> list[str]:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    from .onnx_export import inspect_onnx
+    from .model.onnx_export import inspect_onnx
     from .runners.base import Runner
     from .runners.cpu import OnnxRuntimeRunner
 
@@ -126,9 +126,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def cmd_postprocess(args: argparse.Namespace) -> int:
-    from .cityscapes import list_samples
-    from .dumps import DumpSet
-    from .evaluate import evaluate_dumps
+    from .dataset.cityscapes import list_samples
+    from .dataset.dumps import DumpSet
+    from .evaluation.evaluate import evaluate_dumps
 
     samples = list_samples(args.root, args.split, max_images=args.max_images)
     dumps = DumpSet.open(args.dump_dir, samples, convention=None if args.dump_format == "auto" else args.dump_format)
@@ -140,7 +140,7 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
     if args.json:
         payload = {**score.to_json(), "dump_format": dumps.convention, "dump_dir": str(Path(args.dump_dir).resolve()),
                    "cityscapes": str(Path(args.root).resolve()), "split": args.split}
-        from .atomic import write_text
+        from .core.atomic import write_text
 
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         write_text(args.json, json.dumps(payload, indent=1))
@@ -148,7 +148,7 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import write_demo
+    from .gate.submission import write_demo
 
     out = write_demo(args.out_dir, n_images=args.images)
     print(f"wrote the demo submission to {out}: checkpoint.pth, cityscapes/, thresholds.toml\n"
@@ -158,7 +158,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .onnx_export import inspect_onnx
+    from .model.onnx_export import inspect_onnx
 
     info = inspect_onnx(args.onnx)
     print(json.dumps({"path": str(info.path), "opset": info.opset, "input": info.input_name,
@@ -171,14 +171,14 @@ def _diff_image(args: argparse.Namespace) -> tuple[np.ndarray, str]:
     """The image to diff on: a preprocessed bin, or the demo split's first image."""
     import numpy as np
 
-    from .errors import BinsError
-    from .preprocess import read_bin
+    from .core.errors import BinsError
+    from .dataset.preprocess import read_bin
 
     if args.bins is None:
         from PIL import Image
 
         from .demo import demo_sample
-        from .preprocess import to_network_input
+        from .dataset.preprocess import to_network_input
 
         sample = demo_sample(0)
         rgb = Image.fromarray(sample.rgb).resize((protocol.INPUT_W, protocol.INPUT_H), Image.Resampling.BICUBIC)
@@ -205,10 +205,10 @@ def _crop(text: str) -> tuple[int, int] | None:
 
 
 def cmd_diff_layers(args: argparse.Namespace) -> int:
-    from .checkpoint import load_model
-    from .layerdiff import diff_layers, load_onnx, write_report
-    from .noise import limits_from_thresholds, measure_noise_floor
-    from .thresholds import load as load_thresholds
+    from .model.checkpoint import load_model
+    from .diagnosis.layerdiff import diff_layers, load_onnx, write_report
+    from .parity.noise import limits_from_thresholds, measure_noise_floor
+    from .gate.thresholds import load as load_thresholds
 
     thresholds = load_thresholds(args.thresholds)
     image, name = _diff_image(args)  # the cheap checks first
@@ -229,7 +229,7 @@ def cmd_diff_layers(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .dumps import DUMP_FORMATS
+    from .dataset.dumps import DUMP_FORMATS
 
     p = argparse.ArgumentParser(prog="intrada", description="IntraDA DeepLabv2 model-zoo pipeline (pth -> ONNX -> "
                                 "bins -> device outputs -> mIoU).")

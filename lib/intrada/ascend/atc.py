@@ -15,8 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
-from .. import protocol
-from ..errors import ToolError
+from ..core import protocol
+from ..core.errors import ToolError
 from .tools import log_tail, run_logged
 
 OM_STEM = "intraDA_deeplabv2"  # the seed's --output name, suffixed _bs{bs}

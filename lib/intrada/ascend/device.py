@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BinsError, ToolError
+from ..core.errors import BinsError, ToolError
 from ..runners.base import Runner, RunnerError, RunRecord
 from .provenance import run_is_fake
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ToolError
+from ..core.errors import ToolError
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import protocol
-from ..dumps import write_dumps
-from ..errors import BinsError, ToolError
+from ..core import protocol
+from ..dataset.dumps import write_dumps
+from ..core.errors import BinsError, ToolError
 from ..runners.base import RunnerError, RunRecord
 from .device import AscendRunner, DeviceRun, stage_inputs, tool_timeout
 from .parsers import ais_bench_model_batch, batch_mismatch, parse_benchmark_perf, read_ais_bench_summary
@@ -125,7 +125,7 @@ class AisBenchApiRunner(AscendRunner):
                   batch_size: int | None = None, progress: bool = False, desc: str | None = None) -> RunRecord:
         from tqdm import tqdm
 
-        from ..preprocess import read_bins
+        from ..dataset.preprocess import read_bins
 
         bins_dir, out_dir = Path(bins_dir), Path(out_dir)
         if not names:
@@ -246,7 +246,7 @@ class LegacyBenchmarkRunner(AscendRunner):
 
     def run_split(self, bins_dir: str | os.PathLike[str], names: Sequence[str], out_dir: str | os.PathLike[str], *,
                   batch_size: int | None = None, progress: bool = False, desc: str | None = None) -> RunRecord:
-        from ..info import write_info
+        from ..dataset.info import write_info
 
         self._check_om()
         bins_dir, work = Path(bins_dir), Path(out_dir).absolute()

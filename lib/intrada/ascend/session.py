@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import IntradaError
+from ..core.errors import IntradaError
 from ..runners.base import RunRecord
 from .setup import AscendSetup
 
@@ -26,7 +26,7 @@ class OmMissing(IntradaError):
 
 def atc_builder(cache: Any, setup: AscendSetup, onnx: Path, onnx_sha256: str) -> Callable[[int], Path]:
     """``build(batch_size) -> om path``: the seed's atc conversion, cached; the log kept on failure."""
-    from .. import pipeline
+    from ..cache import fingerprint as pipeline
     from . import atc as atc_mod
 
     tool, soc = setup.tools.atc, setup.soc_version
@@ -75,7 +75,7 @@ class OmOutputs:
 
     source: str  # "om" or "dumps"
     label: str  # what produced them, for reports and assertion messages
-    dumps: Any  # intrada.dumps.DumpSet
+    dumps: Any  # intrada.dataset.dumps.DumpSet
     run: RunRecord | None = None  # the run of a live om
     fake_components: list[str] = field(default_factory=list)
 

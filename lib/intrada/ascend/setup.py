@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import IntradaError, ToolError
+from ..core.errors import IntradaError, ToolError
 from .provenance import declared_fakes
 from .tools import AscendTools, NpuSmiInfo, benchmark_name, resolve_om_option, soc_version_of
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ToolError
-from ..hashing import file_sha256
+from ..core.errors import ToolError
+from ..core.hashing import file_sha256
 from .parsers import NpuSmiInfo, parse_npu_smi_info
 
 RUNNER_KINDS: tuple[str, ...] = ("ais_bench-api", "ais_bench-cli", "benchmark")

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import protocol
-from ..errors import IntradaError
+from ..core import protocol
+from ..core.errors import IntradaError
 
 
 class RunnerError(IntradaError):
@@ -36,7 +36,7 @@ class RunRecord:
     batch_size: int
     device_id: int | None
     dumps: Path
-    convention: str  # key of intrada.dumps.CONVENTIONS
+    convention: str  # key of intrada.dataset.dumps.CONVENTIONS
     names: tuple[str, ...]
     throughput: float  # samples/s (one device / chip for Ascend tools)
     throughput_field: str  # where the timing came from
@@ -50,8 +50,8 @@ class RunRecord:
     batch_verified: bool = False
 
     def open(self, samples: Sequence[Any] | None = None) -> Any:
-        """The outputs as a :class:`intrada.dumps.DumpSet`."""
-        from ..dumps import DumpSet
+        """The outputs as a :class:`intrada.dataset.dumps.DumpSet`."""
+        from ..dataset.dumps import DumpSet
 
         return DumpSet.open(self.dumps, list(samples) if samples is not None else list(self.names),
                             convention=self.convention)
@@ -130,9 +130,9 @@ class Runner(abc.ABC):
         and drops the padded outputs, which gives the same files."""
         from tqdm import tqdm
 
-        from ..checks import check_model_outputs
-        from ..dumps import write_dumps
-        from ..preprocess import read_bins
+        from ..core.checks import check_model_outputs
+        from ..dataset.dumps import write_dumps
+        from ..dataset.preprocess import read_bins
 
         bins, out = Path(bins_dir), Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import protocol
+from ..core import protocol
 from .base import Runner, RunnerError
 
 
@@ -37,7 +37,7 @@ class TorchRunner(Runner):
         import torch
 
         if self._model is None:
-            from ..checkpoint import load_model
+            from ..model.checkpoint import load_model
 
             self._model, _ = load_model(self.checkpoint, ceil_mode=self._ceil_mode)  # type: ignore[arg-type]
         self._model.eval()

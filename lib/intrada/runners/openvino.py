@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import protocol
+from ..core import protocol
 from .base import Runner, RunnerError
 from .cpu import physical_cores
 

@@ -1,0 +1,242 @@
+"""Dumps -> mIoU over a split: one dataset-level confusion matrix, as ADVENT's eval_single.
+
+Per image: read the main-head logits, upsample + argmax (:func:`postprocess.upsample_argmax`,
+exact), load the trainId label (decoded once, then cached as .npy), count the confusion matrix.
+Images are independent, so they are spread over worker processes and the integer matrices are
+summed; the sum does not depend on the order, so the result is identical for any worker count.
+
+:func:`evaluate_dumps_reference` is the seed's procedure written out literally (torch upsample,
+argmax, PIL label + lookup table, ``fast_hist``), single process; tests and benchmarks compare
+against it.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import multiprocessing as mp
+import os
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core import protocol
+from ..core.atomic import atomic_path
+from ..dataset.cityscapes import Sample, load_train_ids
+from ..dataset.dumps import DumpSet
+from ..core.errors import CacheError, DatasetError, DumpsError
+from .metrics import ConfusionMatrix, SegmentationScore, confusion_matrix
+from .postprocess import upsample_argmax
+
+_LABEL_SHAPE = (protocol.LABEL_H, protocol.LABEL_W)
+
+
+@dataclass(frozen=True, eq=False)
+class EvalResult:
+    """The score plus what the report needs: the dump convention and the kept predictions."""
+
+    score: SegmentationScore
+    dump_format: str
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # name -> uint8 trainId map
+    label_cache_hits: int = 0
+    label_cache_misses: int = 0
+
+    @property
+    def miou(self) -> float:
+        return self.score.miou
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.score.to_json(), "dump_format": self.dump_format}
+
+
+# --- label cache ----------------------------------------------------------------------------------
+def _label_cache_path(cache_dir: Path, label: Path) -> Path:
+    # Keyed by the file's identity and version: a replaced or edited label gets a new key (size or
+    # mtime_ns change) and is decoded again; the stem keeps the cache folder readable.
+    st = label.stat()
+    key = hashlib.sha256(f"{label.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
+    return cache_dir / f"{label.name.split('.', 1)[0]}-{key}.npy"
+
+
+def load_label_cached(label: Path, cache_dir: Path | None) -> tuple[np.ndarray, bool]:
+    """(uint8 trainId map, cache hit?). A corrupt cache entry is decoded again and replaced."""
+    if cache_dir is None:
+        return load_train_ids(label), False
+    try:
+        entry = _label_cache_path(cache_dir, label)
+    except FileNotFoundError:
+        raise DatasetError(label, "label file not found", "check the Cityscapes root") from None
+    try:
+        arr = np.load(entry, allow_pickle=False)
+        if arr.shape == _LABEL_SHAPE and arr.dtype == np.uint8:
+            return arr, True
+    except (OSError, ValueError, EOFError):
+        pass  # not cached yet, truncated or foreign: decode and (re)write it
+    arr = load_train_ids(label)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        # readers see the old entry or the complete new one, never half
+        with atomic_path(entry) as tmp, open(tmp, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
+    except OSError as exc:
+        raise CacheError(cache_dir, f"cannot write the label cache ({exc.strerror or exc})",
+                         "pass a writable label_cache_dir (CLI: a writable cache directory) or none") from None
+    return arr, False
+
+
+# --- one image ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Task:
+    name: str
+    label: Path
+    keep: bool
+
+
+def _evaluate_one(dumps: DumpSet, cache_dir: Path | None, task: _Task) -> tuple[str, np.ndarray, np.ndarray | None, bool]:
+    logits = dumps.read(task.name, "main")
+    pred = upsample_argmax(logits, _LABEL_SHAPE)
+    gt, hit = load_label_cached(task.label, cache_dir)
+    return task.name, confusion_matrix(gt, pred), (pred if task.keep else None), hit
+
+
+def _thread_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))  # OS threads, including torch/OpenMP ones
+    except OSError:
+        import threading
+
+        return threading.active_count()
+
+
+def _pool_context() -> mp.context.BaseContext:
+    # fork is fastest and needs no `if __name__ == "__main__"` guard, but forking a process that
+    # runs other threads (torch/OpenMP pools, tqdm's monitor) can deadlock the child and warns on
+    # Python >= 3.12. Then workers come from a forkserver: a clean single-threaded process, with
+    # this module preloaded so each worker starts warm.
+    methods = mp.get_all_start_methods()
+    if "fork" in methods and _thread_count() == 1:
+        return mp.get_context("fork")
+    if "forkserver" in methods:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _check_inputs(samples: Sequence[Sample], dumps: DumpSet, keep_predictions: Collection[str]) -> list[_Task]:
+    if not samples:
+        raise DatasetError("evaluate", "no samples to evaluate", "check the Cityscapes root and max_images")
+    names = {s.name for s in samples}
+    absent = [s.name for s in samples if s.name not in set(dumps.names)]
+    if absent:
+        raise DumpsError(dumps.directory, f"{len(absent)} of {len(samples)} samples were not opened in this dump set "
+                         f"(e.g. {absent[0]})", "open the DumpSet with the same samples you evaluate")
+    unknown = [n for n in keep_predictions if n not in names]
+    if unknown:
+        raise ValueError(f"keep_predictions names {unknown[:3]} are not among the evaluated samples")
+    keep = set(keep_predictions)
+    return [_Task(s.name, s.label_required, s.name in keep) for s in samples]
+
+
+def evaluate_dumps(samples: Sequence[Sample], dumpset: DumpSet, *, workers: int = 2,
+                   label_cache_dir: str | os.PathLike[str] | None = None, progress: bool = False,
+                   keep_predictions: Collection[str] = ()) -> EvalResult:
+    """Main-head dumps of ``samples`` -> dataset-level confusion matrix and score.
+
+    ``workers`` processes share the images (1 = in this process). ``label_cache_dir`` keeps each
+    label's trainId map as .npy so later runs skip PNG decoding. ``keep_predictions`` names the
+    samples whose uint8 prediction maps are returned (for overlays).
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    tasks = _check_inputs(samples, dumpset, keep_predictions)
+    cache_dir = None if label_cache_dir is None else Path(label_cache_dir)
+    acc = ConfusionMatrix(protocol.NUM_CLASSES)
+    predictions: dict[str, np.ndarray] = {}
+    hits = 0
+
+    from tqdm import tqdm
+
+    def collect(name: str, matrix: np.ndarray, pred: np.ndarray | None, hit: bool) -> None:
+        nonlocal hits
+        acc.add_matrix(matrix)
+        hits += hit
+        if pred is not None:
+            predictions[name] = pred
+
+    def running(bar: Any) -> None:
+        # the dataset-level mIoU so far (19x19 matrix: free next to an image's postprocess)
+        if progress:
+            bar.set_postfix_str(f"mIoU {acc.score().miou:.2f}", refresh=False)
+
+    workers = min(workers, len(tasks))
+    if workers == 1:
+        with tqdm(total=len(tasks), disable=not progress, desc="postprocess", unit="img") as bar:
+            for task in tasks:
+                collect(*_evaluate_one(dumpset, cache_dir, task))
+                running(bar)
+                bar.update()
+    else:
+        # the pool is created before tqdm starts its monitor thread
+        with cf.ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+            # A worker's IntradaError reaches us as itself (IntradaError.__reduce__ pickles all its fields).
+            futures = [pool.submit(_evaluate_one, dumpset, cache_dir, t) for t in tasks]
+            try:
+                with tqdm(total=len(tasks), disable=not progress, desc="postprocess", unit="img") as bar:
+                    for fut in cf.as_completed(futures):
+                        collect(*fut.result())
+                        running(bar)
+                        bar.update()
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+    return EvalResult(acc.score(), dumpset.convention, {n: predictions[n] for n in keep_predictions},
+                      label_cache_hits=hits, label_cache_misses=len(tasks) - hits)
+
+
+# --- the seed's procedure, literally ----------------------------------------------------------------
+def _reference_label(label: Path) -> np.ndarray:
+    """PIL open, NEAREST resize to the label size (a no-op for Cityscapes), int64, 35-entry
+    map_vector lookup as ADVENT's dataset does (ids without a trainId -> 255)."""
+    from PIL import Image
+
+    map_vector = np.full(protocol.MAX_LABEL_ID + 2, protocol.IGNORE_INDEX, dtype=np.int64)
+    for label_id, train_id in protocol.LABEL_ID_TO_TRAIN_ID.items():
+        map_vector[label_id] = train_id
+    with Image.open(label) as im:
+        resized = im.resize((protocol.LABEL_W, protocol.LABEL_H), Image.Resampling.NEAREST)
+        arr = np.asarray(resized, np.float32).astype(np.int64)
+    return map_vector[arr]
+
+
+def _fast_hist(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    k = (a >= 0) & (a < n)
+    return np.bincount(n * a[k].astype(int) + b[k], minlength=n ** 2).reshape(n, n)
+
+
+def evaluate_dumps_reference(samples: Sequence[Sample], dumpset: DumpSet, *,
+                             keep_predictions: Collection[str] = ()) -> EvalResult:
+    """The seed's intrada_postprocess.py / ADVENT eval_single loop, single process (slow)."""
+    import torch
+
+    tasks = _check_inputs(samples, dumpset, keep_predictions)
+    interp = torch.nn.Upsample(size=_LABEL_SHAPE, mode=protocol.UPSAMPLE_MODE,
+                               align_corners=protocol.ALIGN_CORNERS)
+    hist = np.zeros((protocol.NUM_CLASSES, protocol.NUM_CLASSES))  # float64 like upstream
+    predictions: dict[str, np.ndarray] = {}
+    for task in tasks:
+        data = np.fromfile(dumpset.path(task.name, "main"), dtype=np.float32)
+        data = data.reshape(1, *protocol.OUTPUT_SHAPE_CHW)
+        with torch.no_grad():
+            output = interp(torch.from_numpy(data)).squeeze(0).numpy()
+        pred = np.argmax(output.transpose(1, 2, 0), axis=2)
+        label = _reference_label(task.label)
+        hist += _fast_hist(label.flatten(), pred.flatten(), protocol.NUM_CLASSES)
+        if task.keep:
+            predictions[task.name] = pred.astype(np.uint8)
+    score = SegmentationScore(hist.astype(np.int64), len(tasks))
+    return EvalResult(score, dumpset.convention, {n: predictions[n] for n in keep_predictions},
+                      label_cache_misses=len(tasks))

@@ -1,0 +1,270 @@
+"""The gate's artifacts, built lazily into the artifact cache: the demo submission, the ONNX export,
+the preprocessed bins, a runner's outputs, an evaluation. Each is keyed by everything that made it,
+so a warm run builds nothing. Plain functions: the pytest fixtures, the suite's own tests and the
+benchmarks all call these, with a cache of their choosing.
+
+Run once, judge many times: runners write their outputs here once; judges only read them.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core import protocol
+from ..cache.store import ArtifactCache
+from ..dataset.cityscapes import Sample, list_samples
+from ..core.hashing import cached_file_sha256
+from .thresholds import Thresholds
+from .thresholds import load as load_thresholds
+
+
+# -- the submission --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Submission:
+    """What is being judged, resolved from the options (or the embedded demo)."""
+
+    weights: Path | None
+    onnx: Path | None  # a submitted ONNX; None means "export from weights"
+    cityscapes: Path
+    thresholds: Thresholds
+    samples: tuple[Sample, ...]
+    demo_model: bool
+    demo_data: bool
+    subset: bool  # fewer images than the official split (or --max-images)
+
+    @property
+    def accuracy_unmeaningful(self) -> str | None:
+        """Why an mIoU would measure nothing (submitted weights on the synthetic demo split), or None."""
+        if self.demo_model or not self.demo_data:
+            return None
+        return ("the accuracy of submitted weights on the synthetic demo split means nothing: pass --cityscapes ROOT "
+                "(the real val split)")
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.samples]
+
+
+def resolve_submission(cfg: Any, demo_dir: Path | None) -> Submission:
+    """``cfg``: the :class:`intrada.gate.config.GateConfig`; ``demo_dir``: :func:`demo_entry` when the demo
+    split or model is used (None otherwise)."""
+    if (cfg.demo_data or cfg.demo_model) and demo_dir is None:
+        raise ValueError("the demo submission is needed: pass demo_entry(cache)")
+    weights = demo_dir / "checkpoint.pth" if cfg.demo_model and demo_dir is not None else cfg.weights
+    root = cfg.cityscapes if cfg.cityscapes is not None else demo_dir / "cityscapes"  # type: ignore[operator]
+    if cfg.thresholds is not None:
+        thresholds_path = cfg.thresholds
+    elif cfg.demo_model and demo_dir is not None:
+        thresholds_path = demo_dir / "thresholds.toml"
+    else:
+        thresholds_path = None
+    thresholds = load_thresholds(thresholds_path)
+    all_samples = list_samples(root, "val")
+    samples = all_samples[: cfg.max_images] if cfg.max_images else all_samples
+    full = thresholds.get("accuracy", "full_split_images")
+    subset = cfg.max_images is not None and cfg.max_images < len(all_samples) or len(all_samples) < full
+    return Submission(weights, cfg.onnx, root, thresholds, tuple(samples), cfg.demo_model, cfg.demo_data, subset)
+
+
+def demo_entry(cache: ArtifactCache) -> Path:
+    """The embedded demo submission (checkpoint.pth, cityscapes/, thresholds.toml) in ``cache``."""
+    from .. import demo
+    from ..model import deeplab as model
+    from ..cache import fingerprint as pipeline
+    from .thresholds import DEFAULT_PATH
+
+    parts = {"seed": demo.DEMO_SEED, "images": demo.DEMO_IMAGES,
+             "code": pipeline.code_fingerprint(demo, model, protocol),
+             "thresholds": cached_file_sha256(DEFAULT_PATH)[:16]}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        from .submission import write_demo
+
+        write_demo(tmp)
+        return {"images": demo.DEMO_IMAGES}
+
+    return cache.get_or_build("demo", parts, build, description="demo submission").path
+
+
+# -- model artifacts ---------------------------------------------------------------------------------
+def onnx_export_entry(cache: ArtifactCache, weights: Path) -> Path:
+    """ONNX export of ``weights`` in ``cache``, keyed by the checkpoint's sha256, opset, library
+    versions and exporter code. The checkpoint is loaded on a cache miss only."""
+    import onnx
+    import torch
+
+    from ..model import checkpoint, deeplab as model, onnx_export
+    from ..cache import fingerprint as pipeline
+
+    parts = {"checkpoint_sha256": cached_file_sha256(weights), "opset": protocol.DEFAULT_OPSET,
+             "torch": torch.__version__, "onnx": onnx.__version__,
+             "code": pipeline.code_fingerprint(model, checkpoint, onnx_export, protocol)}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        onnx_export.export_onnx(checkpoint.load_model(weights)[0], tmp / "model.onnx")
+        return {"checkpoint": str(weights), "opset": protocol.DEFAULT_OPSET}
+
+    return cache.get_or_build("onnx", parts, build, description="ONNX export").file("model.onnx")
+
+
+# -- data artifacts ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Bins:
+    directory: Path
+    key: str
+    names: tuple[str, ...]
+
+    def path(self, name: str) -> Path:
+        return self.directory / f"{name}.bin"
+
+
+def bins_entry(cache: ArtifactCache, samples: Sequence[Sample], *, workers: int = 2) -> Bins:
+    """The seed's preprocessing of ``samples`` (one .bin each), keyed by the images' identity."""
+    import PIL
+
+    from ..cache import fingerprint as pipeline
+    from ..dataset import preprocess
+
+    images = [s.image for s in samples]
+    names = [s.name for s in samples]
+    parts = {"images": pipeline.stat_fingerprint(images), "names": names, "pillow": PIL.__version__,
+             "code": pipeline.code_fingerprint(preprocess, protocol)}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        preprocess.preprocess_split(list(samples), tmp, workers=workers, progress=True)
+        return {"images": len(images)}
+
+    entry = cache.get_or_build("bins", parts, build, description="preprocessed bins")
+    return Bins(entry.path, entry.key, tuple(names))
+
+
+# Up to this many images, outputs and the noise floor are keyed by the bytes of their bins (8 demo bins:
+# 50 MB, ~0.1 s to hash once per process), so a run on other bins of the same images hits: a --max-images
+# run's parity images, a sample of a split judged before. Above it, by the bins entry's key: hashing the
+# 500 val bins (3 GB) would cost seconds on every warm run.
+CONTENT_KEYED_IMAGES = 8
+
+
+def inputs_key(bins: Bins, names: Sequence[str]) -> dict[str, Any]:
+    """What outputs of ``names`` read: their bins' sha256 (few images) or the bins entry (many)."""
+    if len(names) <= CONTENT_KEYED_IMAGES:
+        return {"bins_sha256": [cached_file_sha256(bins.path(n)) for n in names]}
+    return {"bins": bins.key}
+
+
+def _reusable(cache: ArtifactCache, same: dict[str, Any], wanted: dict[str, str]) -> dict[str, tuple[Path, str]]:
+    """Outputs already in the cache for some of ``wanted`` ({name: sha256 of its bin}): name ->
+    (a complete outputs entry whose key parts match ``same`` (runner, model, code), the name its
+    files carry there). Read from the entries' own key parts: nothing is recorded twice."""
+    from ..cache.manifest import canonical_json
+    from ..dataset.dumps import CONVENTIONS
+
+    found: dict[str, tuple[Path, str]] = {}
+    by_sha = {sha: name for name, sha in wanted.items()}
+    want = canonical_json(same)
+    for entry in cache.complete("outputs"):
+        parts = entry.manifest.get("parts") or {}
+        if canonical_json({k: parts.get(k) for k in same}) != want:
+            continue
+        for donor, sha in zip(parts.get("names") or (), parts.get("bins_sha256") or ()):
+            name = by_sha.get(sha)
+            if name is not None and name not in found and f"{donor}{CONVENTIONS['ais_bench']['main']}" in entry.files:
+                found[name] = (entry.path, donor)
+    return found
+
+
+def outputs_entry(cache: ArtifactCache, runner: Any, model_id: dict[str, Any], bins: Bins,
+                  samples: Sequence[Sample], description: str) -> Any:
+    """Outputs of ``runner`` on ``samples``, stored once as ais_bench-layout dumps; a DumpSet.
+
+    Per image, outputs are a function of the runner, the model and the bin's bytes: when the entry
+    is built for a few images (content-keyed, :func:`inputs_key`), images another entry of the same
+    runner and model already holds are linked from it, and the runner runs on the others only (a
+    --max-images run after a full one, a sample of a split judged before)."""
+    import shutil
+
+    from ..cache import fingerprint as pipeline
+    from ..dataset.dumps import CONVENTIONS, DumpSet
+
+    names = [s.name for s in samples]
+    desc = {k: v for k, v in runner.describe().items() if k != "threads"}
+    inputs = inputs_key(bins, names)
+    code = pipeline.code_fingerprint(pipeline)
+    same = {"runner": desc, "model": model_id, "code": code}
+    parts = {**same, **inputs, "names": names}
+    shas = dict(zip(names, inputs.get("bins_sha256", ())))
+
+    def build(tmp: Path) -> dict[str, Any]:
+        reused = _reusable(cache, same, shas) if shas else {}
+        for name, (entry, donor) in reused.items():
+            for suffix in CONVENTIONS["ais_bench"].values():  # the heads the donor holds
+                f, target = entry / f"{donor}{suffix}", tmp / f"{name}{suffix}"
+                if f.is_file():
+                    try:
+                        os.link(f, target)  # entries are immutable: a hard link is a safe copy
+                    except OSError:
+                        shutil.copy2(f, target)
+        todo = [n for n in names if n not in reused]
+        record = runner.run_split(bins.directory, todo, tmp, batch_size=1, progress=True, desc=description) \
+            if todo else None
+        return {"images": len(names), **desc, "reused": len(reused),
+                "throughput": None if record is None else record.throughput,
+                "timing": None if record is None else record.throughput_field}
+
+    entry = cache.get_or_build("outputs", parts, build, description=description)
+    return DumpSet.open(entry.path, list(samples), convention="ais_bench")
+
+
+def evaluation_entry(cache: ArtifactCache, samples: Sequence[Sample], dumps: Any, description: str) -> dict[str, Any]:
+    """mIoU (score JSON) of a DumpSet over ``samples``, keyed by the dump files' and labels' identity."""
+    from ..evaluation import evaluate, metrics, postprocess
+    from ..cache import fingerprint as pipeline
+
+    files = sorted(Path(dumps.directory).iterdir())
+    labels = [s.label_required for s in samples]
+    parts = {"dumps": pipeline.stat_fingerprint(files), "convention": dumps.convention,
+             "labels": pipeline.stat_fingerprint(labels), "names": [s.name for s in samples],
+             "code": pipeline.code_fingerprint(evaluate, metrics, postprocess, protocol)}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        result = evaluate.evaluate_dumps(list(samples), dumps, workers=2, label_cache_dir=cache.root / "labels",
+                                         progress=True)
+        (tmp / "score.json").write_text(json.dumps(result.score.to_json(), indent=1))
+        return {"miou": result.score.miou}
+
+    entry = cache.get_or_build("eval", parts, build, description=description)
+    return json.loads(entry.file("score.json").read_text())  # type: ignore[no-any-return]
+
+
+def noise_floor_entry(cache: ArtifactCache, weights: Path, bins: Bins, samples: Sequence[Sample]) -> dict[str, Any]:
+    """The float32 rounding noise of ``weights`` on ``samples`` (intrada.parity.noise: float32 vs float64
+    forward on the centre ``noise.GATE_CROP`` of each image), keyed by everything that moves it:
+    checkpoint, images, crop, torch version and threads, code."""
+    import torch
+
+    from ..model import checkpoint, deeplab as model
+    from ..parity import noise
+    from ..cache import fingerprint as pipeline
+
+    names = [s.name for s in samples]
+    parts = {"checkpoint_sha256": cached_file_sha256(weights), **inputs_key(bins, names), "names": names,
+             "crop": list(noise.GATE_CROP), "torch": torch.__version__, "threads": torch.get_num_threads(),
+             "code": pipeline.code_fingerprint(noise, model, checkpoint)}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        from ..dataset.preprocess import read_bin
+
+        net = checkpoint.load_model(weights)[0]
+        floor = noise.measure_noise_floor(net, [read_bin(bins.path(n)) for n in names], crop=noise.GATE_CROP)
+        (tmp / "floor.json").write_text(json.dumps({**floor.as_dict(), "report": floor.report()}, indent=1))
+        return {"floor": floor.max_abs_over_scale}
+
+    entry = cache.get_or_build("noise", parts, build, description="float32 noise floor (float64 forward)")
+    return json.loads(entry.file("floor.json").read_text())  # type: ignore[no-any-return]
+
+
+Loader = Callable[[], Any]
