@@ -26,7 +26,7 @@ class OmMissing(IntradaError):
 
 def atc_builder(cache: Any, setup: AscendSetup, onnx: Path, onnx_sha256: str) -> Callable[[int], Path]:
     """``build(batch_size) -> om path``: the seed's atc conversion, cached; the log kept on failure."""
-    from ..cache import fingerprint as pipeline
+    from ..cache.fingerprint import code_identity
     from . import atc as atc_mod
 
     tool, soc = setup.tools.atc, setup.soc_version
@@ -35,7 +35,7 @@ def atc_builder(cache: Any, setup: AscendSetup, onnx: Path, onnx_sha256: str) ->
 
     def build(batch_size: int) -> Path:
         parts = {"onnx_sha256": onnx_sha256, "flags": atc_mod.seed_flags(batch_size, soc),
-                 "cann_version": tool.version, "atc_sha256": tool.sha256, "code": pipeline.code_fingerprint(atc_mod)}
+                 "cann_version": tool.version, "atc_sha256": tool.sha256, **code_identity(atc_builder)}
         kept_log = cache.root / "logs" / f"atc_bs{batch_size}_{cache.key('om', parts)}.log"
 
         def convert(tmp: Path) -> dict[str, Any]:

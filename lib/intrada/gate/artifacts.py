@@ -1,7 +1,8 @@
 """The gate's artifacts, built lazily into the artifact cache: the demo submission, the ONNX export,
 the preprocessed bins, a runner's outputs, an evaluation. Each is keyed by everything that made it,
-so a warm run builds nothing. Plain functions: the pytest fixtures, the suite's own tests and the
-benchmarks all call these, with a cache of their choosing.
+so a warm run builds nothing; "the code that made it" is derived from each builder's own source
+(:func:`intrada.cache.fingerprint.code_identity`), never listed by hand. Plain functions: the pytest
+fixtures, the suite's own tests and the benchmarks all call these, with a cache of their choosing.
 
 Run once, judge many times: runners write their outputs here once; judges only read them.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import protocol
+from ..cache.fingerprint import code_identity, stat_fingerprint
 from ..cache.store import ArtifactCache
 from ..dataset.cityscapes import Sample, list_samples
 from ..core.hashing import cached_file_sha256
@@ -73,12 +75,9 @@ def resolve_submission(cfg: Any, demo_dir: Path | None) -> Submission:
 def demo_entry(cache: ArtifactCache) -> Path:
     """The embedded demo submission (checkpoint.pth, cityscapes/, thresholds.toml) in ``cache``."""
     from .. import demo
-    from ..model import deeplab as model
-    from ..cache import fingerprint as pipeline
     from .thresholds import DEFAULT_PATH
 
-    parts = {"seed": demo.DEMO_SEED, "images": demo.DEMO_IMAGES,
-             "code": pipeline.code_fingerprint(demo, model, protocol),
+    parts = {"seed": demo.DEMO_SEED, "images": demo.DEMO_IMAGES, **code_identity(demo_entry),
              "thresholds": cached_file_sha256(DEFAULT_PATH)[:16]}
 
     def build(tmp: Path) -> dict[str, Any]:
@@ -92,17 +91,12 @@ def demo_entry(cache: ArtifactCache) -> Path:
 
 # -- model artifacts ---------------------------------------------------------------------------------
 def onnx_export_entry(cache: ArtifactCache, weights: Path) -> Path:
-    """ONNX export of ``weights`` in ``cache``, keyed by the checkpoint's sha256, opset, library
-    versions and exporter code. The checkpoint is loaded on a cache miss only."""
-    import onnx
-    import torch
-
-    from ..model import checkpoint, deeplab as model, onnx_export
-    from ..cache import fingerprint as pipeline
+    """ONNX export of ``weights`` in ``cache``, keyed by the checkpoint's sha256, opset, the exporter's
+    code and library versions. The checkpoint is loaded on a cache miss only."""
+    from ..model import checkpoint, onnx_export
 
     parts = {"checkpoint_sha256": cached_file_sha256(weights), "opset": protocol.DEFAULT_OPSET,
-             "torch": torch.__version__, "onnx": onnx.__version__,
-             "code": pipeline.code_fingerprint(model, checkpoint, onnx_export, protocol)}
+             **code_identity(onnx_export_entry)}
 
     def build(tmp: Path) -> dict[str, Any]:
         onnx_export.export_onnx(checkpoint.load_model(weights)[0], tmp / "model.onnx")
@@ -124,15 +118,11 @@ class Bins:
 
 def bins_entry(cache: ArtifactCache, samples: Sequence[Sample], *, workers: int = 2) -> Bins:
     """The seed's preprocessing of ``samples`` (one .bin each), keyed by the images' identity."""
-    import PIL
-
-    from ..cache import fingerprint as pipeline
     from ..dataset import preprocess
 
     images = [s.image for s in samples]
     names = [s.name for s in samples]
-    parts = {"images": pipeline.stat_fingerprint(images), "names": names, "pillow": PIL.__version__,
-             "code": pipeline.code_fingerprint(preprocess, protocol)}
+    parts = {"images": stat_fingerprint(images), "names": names, **code_identity(bins_entry)}
 
     def build(tmp: Path) -> dict[str, Any]:
         preprocess.preprocess_split(list(samples), tmp, workers=workers, progress=True)
@@ -187,14 +177,13 @@ def outputs_entry(cache: ArtifactCache, runner: Any, model_id: dict[str, Any], b
     --max-images run after a full one, a sample of a split judged before)."""
     import shutil
 
-    from ..cache import fingerprint as pipeline
     from ..dataset.dumps import CONVENTIONS, DumpSet
 
     names = [s.name for s in samples]
     desc = {k: v for k, v in runner.describe().items() if k != "threads"}
     inputs = inputs_key(bins, names)
-    code = pipeline.code_fingerprint(pipeline)
-    same = {"runner": desc, "model": model_id, "code": code}
+    # the runner's class (its module, whole) is the code that computes the outputs
+    same = {"runner": desc, "model": model_id, **code_identity(outputs_entry, type(runner))}
     parts = {**same, **inputs, "names": names}
     shas = dict(zip(names, inputs.get("bins_sha256", ())))
 
@@ -221,14 +210,12 @@ def outputs_entry(cache: ArtifactCache, runner: Any, model_id: dict[str, Any], b
 
 def evaluation_entry(cache: ArtifactCache, samples: Sequence[Sample], dumps: Any, description: str) -> dict[str, Any]:
     """mIoU (score JSON) of a DumpSet over ``samples``, keyed by the dump files' and labels' identity."""
-    from ..evaluation import evaluate, metrics, postprocess
-    from ..cache import fingerprint as pipeline
+    from ..evaluation import evaluate
 
     files = sorted(Path(dumps.directory).iterdir())
     labels = [s.label_required for s in samples]
-    parts = {"dumps": pipeline.stat_fingerprint(files), "convention": dumps.convention,
-             "labels": pipeline.stat_fingerprint(labels), "names": [s.name for s in samples],
-             "code": pipeline.code_fingerprint(evaluate, metrics, postprocess, protocol)}
+    parts = {"dumps": stat_fingerprint(files), "convention": dumps.convention, "labels": stat_fingerprint(labels),
+             "names": [s.name for s in samples], **code_identity(evaluation_entry)}
 
     def build(tmp: Path) -> dict[str, Any]:
         result = evaluate.evaluate_dumps(list(samples), dumps, workers=2, label_cache_dir=cache.root / "labels",
@@ -243,17 +230,15 @@ def evaluation_entry(cache: ArtifactCache, samples: Sequence[Sample], dumps: Any
 def noise_floor_entry(cache: ArtifactCache, weights: Path, bins: Bins, samples: Sequence[Sample]) -> dict[str, Any]:
     """The float32 rounding noise of ``weights`` on ``samples`` (intrada.parity.noise: float32 vs float64
     forward on the centre ``noise.GATE_CROP`` of each image), keyed by everything that moves it:
-    checkpoint, images, crop, torch version and threads, code."""
+    checkpoint, images, crop, threads, code and library versions."""
     import torch
 
-    from ..model import checkpoint, deeplab as model
+    from ..model import checkpoint
     from ..parity import noise
-    from ..cache import fingerprint as pipeline
 
     names = [s.name for s in samples]
     parts = {"checkpoint_sha256": cached_file_sha256(weights), **inputs_key(bins, names), "names": names,
-             "crop": list(noise.GATE_CROP), "torch": torch.__version__, "threads": torch.get_num_threads(),
-             "code": pipeline.code_fingerprint(noise, model, checkpoint)}
+             "crop": list(noise.GATE_CROP), "threads": torch.get_num_threads(), **code_identity(noise_floor_entry)}
 
     def build(tmp: Path) -> dict[str, Any]:
         from ..dataset.preprocess import read_bin
