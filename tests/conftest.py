@@ -57,13 +57,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def reference_dir() -> Path | None:
-    """../shared/reference (the JSON made from the ADVENT source); None where it is not checked out.
-    Tests that need it also carry the numbers inline, so a clean clone still checks everything."""
-    candidates = [os.environ.get("INTRADA_REFERENCE_DIR"), REPO_ROOT / "shared" / "reference",
-                  REPO_ROOT.parent / "shared" / "reference"]
-    for c in candidates:
-        if c and (Path(c) / "advent_deeplabv2_state_dict.json").is_file():
-            return Path(c)
+    """$INTRADA_REFERENCE_DIR: a folder with ``advent_deeplabv2_state_dict.json`` (every state_dict key
+    and shape, made by instantiating valeoai/ADVENT's get_deeplab_v2) and
+    ``advent_deeplabv2_param_counts.json``; None where it is not given. Tests that use it also carry
+    the numbers inline (the listing's sha256, the counts), so a clone without it still checks everything."""
+    folder = os.environ.get("INTRADA_REFERENCE_DIR")
+    if folder and (Path(folder) / "advent_deeplabv2_state_dict.json").is_file():
+        return Path(folder)
     return None
 
 
@@ -260,7 +260,7 @@ def export_toy(model: nn.Module, path: Path, *, input_name: str = "image",
 
 @pytest.fixture(scope="session")
 def reference_json() -> Callable[[str], Any]:
-    """``reference_json(name)``: a file of ../shared/reference, or None where it is not checked out."""
+    """``reference_json(name)``: a file of $INTRADA_REFERENCE_DIR, or None where it is not given."""
     return load_reference_json
 
 

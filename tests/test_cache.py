@@ -6,11 +6,9 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -20,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from _hostile import as_nobody, traversable_tmp
 from intrada.core import fs as cache_fs
 from intrada.cache.store import ArtifactCache
 from intrada.cache.events import CacheStats, read_events
@@ -493,37 +492,10 @@ def test_cache_dir_under_a_regular_file_is_a_cache_error(tmp_path: Path) -> None
     assert "\n" not in msg
 
 
-def _in_unprivileged_child(fn: Callable[[], str]) -> str:
-    """Run ``fn`` in a forked child as ``nobody``: root ignores permission bits, nobody does not."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 0
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            os.write(w, fn().encode())
-        except BaseException as exc:
-            os.write(w, f"child failed: {exc!r}".encode())
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        out = f.read().decode()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, out
-    return out
-
-
 @pytest.mark.parametrize("prebuilt", [False, True], ids=["empty", "with-entry"])
 def test_read_only_cache_dir_is_a_cache_error(prebuilt: bool) -> None:
     # pytest's tmp_path lives under a 0700 directory that "nobody" cannot traverse.
-    base = Path(tempfile.mkdtemp(prefix="intrada-ro-"))
-    try:
-        os.chmod(base, 0o755)
+    with traversable_tmp("intrada-ro-") as base:
         root = base / "cache"
         if prebuilt:
             ArtifactCache(root).get_or_build("blob", PARTS, Recorder())
@@ -539,10 +511,7 @@ def test_read_only_cache_dir_is_a_cache_error(prebuilt: bool) -> None:
                 return str(exc)
             return "no error"
 
-        if os.geteuid() == 0:
-            msg = _in_unprivileged_child(attempt)
-        else:
-            msg = attempt()
+        msg = as_nobody(attempt)
         if prebuilt:  # the entry is fine, but the run could not record anything: still refused
             assert msg == (f"{root}: cannot append to events.jsonl (Permission denied, EACCES). "
                            f"Hint: pass --cache-dir DIR to use a writable directory"), msg
@@ -550,11 +519,6 @@ def test_read_only_cache_dir_is_a_cache_error(prebuilt: bool) -> None:
             assert msg == (f"{root}: cannot create a cache directory blob (Permission denied, EACCES). "
                            f"Hint: pass --cache-dir DIR to use a writable directory"), msg
         assert sorted(os.listdir(root)) == (["blob", "events.jsonl"] if prebuilt else [])
-    finally:
-        for d in (base / "cache", base / "cache" / "blob"):
-            if d.is_dir():
-                os.chmod(d, 0o755)
-        shutil.rmtree(base)
 
 
 def test_full_disk_during_build_is_a_cache_error_and_leaves_nothing(tmp_path: Path) -> None:

@@ -10,11 +10,8 @@ truncated download. Each variant file is built lazily and shared by the library 
 test of the same case."""
 from __future__ import annotations
 
-import builtins
-import os
 import pickle
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -26,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+from _hostile import payload
 from intrada.model.checkpoint import check_keys, load_model, read_state_dict, save_state_dict
 from intrada.core.errors import CheckpointError
 from intrada.model.deeplab import get_deeplab_v2
@@ -33,24 +31,6 @@ from intrada.model.deeplab import get_deeplab_v2
 RESNET_HEAD_KEYS = [f"layer{h}.conv2d_list.{b}.{p}" for h in (5, 6) for b in range(4) for p in ("weight", "bias")]
 
 
-class Payload:
-    """Unpickling calls ``fn(*args)``: what a malicious .pth does."""
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.fn, self.args = fn, args
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (self.fn, self.args)
-
-
-def _payload(kind: str, marker: Path) -> Payload:
-    if kind == "os.system":
-        return Payload(os.system, (f"touch {shlex.quote(str(marker))}",))
-    if kind == "builtins.open":
-        return Payload(builtins.open, (str(marker), "w"))
-    if kind == "builtins.exec":
-        return Payload(builtins.exec, (f"open({str(marker)!r}, 'w').close()",))
-    raise ValueError(kind)
 
 
 # --- bad checkpoint builders: name -> (build(dir, sd, good_path) -> path, pattern) ---------------
@@ -172,7 +152,7 @@ def _b_inf(d: Path, sd: Any, good: Path) -> Path:
 
 
 def _b_malicious(d: Path, sd: Any, good: Path) -> Path:
-    torch.save({"conv1.weight": _payload("os.system", d / "PWNED")}, d / "malicious.pth")
+    torch.save({"conv1.weight": payload("os.system", d / "PWNED")}, d / "malicious.pth")
     return d / "malicious.pth"
 
 
@@ -269,11 +249,11 @@ def test_random_bytes_are_not_reported_as_code(bad_checkpoint: Callable[[str], P
 def test_code_carrying_pickle_is_never_executed(tmp_path: Path, fmt: str, kind: str) -> None:
     marker = tmp_path / "marker_created_by_unpickling"
     path = tmp_path / "evil.pth"
-    payload = {"conv1.weight": _payload(kind, marker)}
+    evil = {"conv1.weight": payload(kind, marker)}
     if fmt == "raw_pickle":
-        path.write_bytes(pickle.dumps(payload, protocol=2))  # what torch's legacy format starts with
+        path.write_bytes(pickle.dumps(evil, protocol=2))  # what torch's legacy format starts with
     else:
-        torch.save(payload, path, _use_new_zipfile_serialization=(fmt == "zip"))
+        torch.save(evil, path, _use_new_zipfile_serialization=(fmt == "zip"))
 
     with pytest.raises(CheckpointError, match=r"evil\.pth: refused to unpickle: the file holds Python objects "
                                               r"or code, not only tensors \(weights_only loading\)"):

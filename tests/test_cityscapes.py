@@ -1,4 +1,4 @@
-"""intrada.dataset.cityscapes against the spec (model-and-evaluation.md section 4): the official layout, a
+"""intrada.dataset.cityscapes against valeoai/ADVENT advent/dataset/cityscapes.py: the official layout, a
 sorted order, labels mapped labelId -> trainId with 255 ignored, and one clear error per bad tree."""
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ NAMES = ["frankfurt_000000_000294_leftImg8bit", "lindau_000001_000019_leftImg8bi
 SHAPE = (19, 65, 129)
 BYTES = 19 * 65 * 129 * 4  # written out independently of protocol.DUMP_BYTES
 
-# file suffixes per tool, from the spec (modelzoo-and-ascend-tools.md sections 4-6)
+# file suffixes per tool: benchmark (the seed's test/eval_acc_perf.sh and postprocess at Ascend/ModelZoo-PyTorch
+# 053601716: _2.bin is the main head), ais_bench (the postprocess at HEAD reads _1.bin), msame (_output_<i>)
 AUX_MAIN = {
     "ais_bench": ("_0.bin", "_1.bin"),
     "benchmark": ("_1.bin", "_2.bin"),

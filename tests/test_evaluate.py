@@ -15,7 +15,7 @@ from intrada.core.errors import DumpsError
 from intrada.evaluation.evaluate import EvalResult, evaluate_dumps, evaluate_dumps_reference, load_label_cached
 
 H, W = 1024, 2048
-# labelId -> trainId as listed in the spec (model-and-evaluation.md section 4); all others ignored
+# labelId -> trainId as valeoai/ADVENT advent/dataset/cityscapes_list/info.json "label2train" lists it; all others ignored
 SPEC_LABEL_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
                        24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
 

@@ -1,4 +1,5 @@
-"""intrada.dataset.info against the seed's gen_dataset_info.py bin mode (modelzoo-and-ascend-tools.md section 3)."""
+"""intrada.dataset.info against the seed's gen_dataset_info.py bin mode (Ascend/ModelZoo-PyTorch
+ACL_PyTorch/contrib/cv/segmentation/IntraDA/gen_dataset_info.py at 053601716)."""
 from __future__ import annotations
 
 import os
@@ -6,8 +7,62 @@ from pathlib import Path
 
 import pytest
 
+from intrada.core import protocol
 from intrada.core.errors import BinsError
-from intrada.dataset.info import InfoEntry, list_bins, read_info, write_info
+from intrada.dataset.info import InfoEntry, list_bins, write_info
+
+
+def read_info(info_file: str | os.PathLike[str], *, check_files: bool = False) -> list[InfoEntry]:
+    """The oracle of write_info: parse an info file back, refusing anything the seed's writer could not
+    have produced: a line without exactly four single-space fields, indices not 0, 1, 2 ... in order, a
+    non-integer width or height, lines that disagree on width/height, a path listed twice.
+    With ``check_files`` every listed bin must also exist with the protocol's size.
+    """
+    path = Path(info_file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BinsError(path, "info file not found", "write it with `intrada gen-info bin BIN_DIR INFO_FILE 512 1024`") from None
+    except UnicodeDecodeError:
+        raise BinsError(path, "not a text file", "pass the .info file written by gen-info") from None
+    except OSError as exc:
+        raise BinsError(path, f"cannot read the info file ({exc.strerror or exc})", "check its permissions") from None
+    lines = text.splitlines()
+    if not lines:
+        raise BinsError(path, "the info file is empty", "regenerate it with `intrada gen-info`")
+    entries: list[InfoEntry] = []
+    seen: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        where = f"{path}:{number}"
+        fields = line.split(" ")
+        if len(fields) != 4 or not all(fields):
+            raise BinsError(where, f"expected '<index> <path> <width> <height>' separated by single spaces, got {line!r}",
+                            "regenerate it with `intrada gen-info`")
+        index, bin_path, width, height = fields
+        if not index.isdigit() or int(index) != len(entries):
+            raise BinsError(where, f"index {index!r}, expected {len(entries)} (indices count from 0 in order)",
+                            "regenerate it with `intrada gen-info`")
+        if not (width.isdigit() and height.isdigit()):
+            raise BinsError(where, f"width and height must be integers, got {width!r} {height!r}",
+                            "the seed writes 512 1024")
+        entry = InfoEntry(len(entries), bin_path, int(width), int(height))
+        if entries and (entry.width, entry.height) != (entries[0].width, entries[0].height):
+            raise BinsError(where, f"width/height {width} {height} differ from line 1's "
+                            f"{entries[0].width} {entries[0].height}", "regenerate it with `intrada gen-info`")
+        if bin_path in seen:
+            raise BinsError(where, f"{bin_path} is listed twice", "regenerate it with `intrada gen-info`")
+        seen.add(bin_path)
+        if check_files:
+            try:
+                size = os.path.getsize(bin_path)
+            except OSError:
+                raise BinsError(where, f"listed bin {bin_path} does not exist",
+                                "the info file's paths are relative to where it was generated; run from there") from None
+            if size != protocol.BIN_BYTES:
+                raise BinsError(where, f"listed bin {bin_path} has {size:,} bytes, expected {protocol.BIN_BYTES:,}",
+                                "regenerate it with `intrada preprocess`")
+        entries.append(entry)
+    return entries
 
 BIN_BYTES = 6_291_456  # 3 x 512 x 1024 float32, from the spec
 

@@ -21,7 +21,8 @@ import torch
 from onnx import numpy_helper
 
 from intrada.parity.compare import Limits, compare_outputs
-from intrada.diagnosis.layerdiff import LayerDiff, diff_layers
+from intrada.dataset.preprocess import to_network_input
+from intrada.diagnosis.layerdiff import LayerDiff, diff_layers, first_diverging_layer
 from intrada.diagnosis.layermap import Point, map_layers, scope_of
 from intrada.diagnosis.layerstats import LayerRow, Scratch, compare_layer
 from intrada.diagnosis.onnxstream import OnnxStream
@@ -174,38 +175,26 @@ def test_layerdiff_result_object() -> None:
     assert "first diverging layer: **l1**" in md and md.count("\n| ") == 3 and "`x (Conv2d)`" in md
 
 
-@pytest.mark.parametrize("crop_diverges", [True, False])
-def test_the_gates_layer_diff_tries_the_centre_crop_first(monkeypatch, tmp_path: Path, crop_diverges: bool) -> None:
-    """first_diverging_layer(crop=...): the crop's answer when a layer diverges there; otherwise (a
-    difference confined to the borders) the whole image is diffed."""
-    import intrada.model.checkpoint
-    import intrada.diagnosis.layerdiff as layerdiff
-
-    image = np.arange(3 * 8 * 16, dtype=np.float32).reshape(3, 8, 16)
+def test_the_gates_layer_diff_tries_the_centre_crop_first(toy_model, toy_onnx, tmp_path: Path) -> None:
+    """first_diverging_layer(crop=...) on the toy network: a mutant that moves every position is named
+    from the centre crop alone; a faithful export passes the crop and is then diffed whole (the
+    answer a difference outside the crop needs); without a crop, the whole image only."""
     bin_path = tmp_path / "frankfurt_000000_000294_leftImg8bit.bin"
-    image.tofile(bin_path)
-    monkeypatch.setattr("intrada.dataset.preprocess.read_bin", lambda path: image)
-    monkeypatch.setattr(intrada.model.checkpoint, "load_model", lambda weights: ("model", None))
-    calls, seen = [], []
-
-    def fake_diff(model, onnx_path, x, limits, *, image_name, **kw):
-        calls.append((x.shape, image_name))
-        seen.append(x)
-        on_crop = x.shape[-2:] != image.shape[-2:]
-        return LayerDiff("pytorch", str(onnx_path), image_name, [_row(0, on_crop and crop_diverges)], limits, matched=1)
-
-    monkeypatch.setattr(layerdiff, "diff_layers", fake_diff)
-    d = layerdiff.first_diverging_layer("w.pth", "m.onnx", bin_path, LIMITS, crop=(4, 8))
-    name = bin_path.stem
-    assert calls[0] == ((1, 3, 4, 8), f"{name} (centre 4x8)")
-    assert np.array_equal(seen[0], image[None, :, 2:6, 4:12])  # the centre
-    if crop_diverges:
-        assert calls == [calls[0]] and not d and d.image == f"{name} (centre 4x8)"
-    else:
-        assert calls[1:] == [((1, 3, 8, 16), name)] and d.image == name
-    calls.clear()
-    layerdiff.first_diverging_layer("w.pth", "m.onnx", bin_path, LIMITS)  # no crop: the whole image only
-    assert calls == [((1, 3, 8, 16), name)]
+    rgb = np.random.default_rng(3).integers(0, 256, (512, 1024, 3), dtype=np.uint8)
+    to_network_input(rgb).tofile(bin_path)  # a bin as the protocol makes it
+    name, crop = bin_path.stem, (256, 512)
+    faithful = first_diverging_layer(toy_model, toy_onnx, bin_path, LIMITS, crop=crop)
+    assert faithful and faithful.image == name  # the crop passed: the whole image was diffed too
+    model = onnx.load(str(toy_onnx))
+    with perturbed(model, "/down/Conv"):
+        mutant_path = tmp_path / "mutant.onnx"
+        onnx.save(model, str(mutant_path))
+    mutant = first_diverging_layer(toy_model, mutant_path, bin_path, LIMITS, crop=crop)
+    assert not mutant and mutant.image == f"{name} (centre 256x512)" and mutant.first is not None
+    assert mutant.first.layer == "down (+bn2)" and tuple(mutant.first.shape[-2:]) == (33, 65)  # on the crop
+    whole = first_diverging_layer(toy_model, mutant_path, bin_path, LIMITS)
+    assert not whole and whole.image == name and whole.first is not None and whole.first.layer == "down (+bn2)"
+    assert tuple(whole.first.shape[-2:]) == (65, 129)
 
 
 # --- the toy network end to end ---------------------------------------------------------------------

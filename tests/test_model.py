@@ -1,5 +1,6 @@
-"""intrada.model.deeplab against the specification (model-and-evaluation.md sections 1-3) and the reference
-JSON made from the ADVENT source. Shapes come from the meta device (no weights, no compute);
+"""intrada.model.deeplab against valeoai/ADVENT advent/model/deeplabv2.py (get_deeplab_v2 ->
+ResNetMulti(Bottleneck, [3, 4, 23, 3], 19, multi_level=True)) and a state_dict listing made by
+instantiating that source. Shapes come from the meta device (no weights, no compute);
 numerical checks run single blocks / heads on small inputs against an independent functional
 re-implementation written from the spec."""
 from __future__ import annotations
@@ -14,10 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from intrada.core import protocol
-from intrada.model.deeplab import conv_flops, get_deeplab_v2
+from intrada.model.deeplab import get_deeplab_v2
 
-# sha256 of the reference JSON as [[key, shape], ...] in file order (compact separators). Pinned so a
-# clean clone without ../shared/reference still checks the exact 640 entries, in order.
+# sha256 of the reference listing as [[key, shape], ...] in registration order (compact separators):
+# the exact 640 entries, in order, checked on every clone (the listing itself, where
+# INTRADA_REFERENCE_DIR provides it, is compared too).
 REFERENCE_LISTING_SHA256 = "62c5460fb1f8693db9440a1575491605b3d08a6fa8978ac52ab74d118ac25420"
 
 # advent_deeplabv2_param_counts.json, restated (and compared with the file when it is present).
@@ -41,7 +43,7 @@ ASPP = (6, 12, 18, 24)
 
 
 def spec_state_dict(multi_level: bool = True) -> list[tuple[str, list[int]]]:
-    """The state_dict listing derived from the spec's key pattern and shape table alone."""
+    """The state_dict listing derived from ADVENT deeplabv2.py's key pattern and shapes alone."""
     out: list[tuple[str, list[int]]] = []
 
     def bn(prefix: str, c: int) -> None:
@@ -151,7 +153,7 @@ def test_batchnorm_settings() -> None:
     assert all(c.weight.requires_grad for c in convs)
 
 
-# --- output shapes (spec section 3) ---------------------------------------------------------------
+# --- output shapes (512x1024 -> 65x129) ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("hw", "out_hw"), [((512, 1024), (65, 129)), ((1024, 2048), (129, 257)),
@@ -178,7 +180,7 @@ def test_stage_shapes_for_512x1024() -> None:
 
 
 def test_ceil_mode_false_gives_the_wrong_64x128() -> None:
-    """The spec's counter-example: without ceil_mode the protocol's 65x129 is not produced, so the
+    """The counter-example: without ceil_mode the protocol's 65x129 is not produced, so the
     shape tests above (and inspect_onnx) can fail."""
     _, main = meta_model(ceil_mode=False)(torch.empty(1, 3, 512, 1024, device="meta"))
     assert tuple(main.shape[2:]) == (64, 128)
@@ -190,7 +192,7 @@ def test_single_level_forward_returns_none_aux() -> None:
     assert aux is None and tuple(main.shape) == (1, 19, 65, 129)
 
 
-# --- caffe-style structure (spec section 1) ----------------------------------------------------------
+# --- caffe-style structure (ADVENT deeplabv2.py) ----------------------------------------------------------
 
 
 def test_stem() -> None:
@@ -325,7 +327,7 @@ def test_forward_returns_aux_from_layer3_and_main_from_layer4(random_model) -> N
 
 
 def _spec_flops(hw: tuple[int, int], multi_level: bool = True) -> int:
-    """2 x MACs of every conv, from the spec's weight shapes and stage sizes (section 3 table)."""
+    """2 x MACs of every conv, from the weight shapes and stage sizes of ADVENT deeplabv2.py."""
     h, w = hw
     stem = ((h + 6 - 7) // 2 + 1, (w + 6 - 7) // 2 + 1)
     pool = (-(-(stem[0] + 2 - 3) // 2) + 1, -(-(stem[1] + 2 - 3) // 2) + 1)  # ceil_mode
@@ -336,6 +338,29 @@ def _spec_flops(hw: tuple[int, int], multi_level: bool = True) -> int:
             continue
         size = stem if key == "conv1.weight" else pool if key.startswith("layer1.") else final
         total += 2 * shape[0] * shape[1] * shape[2] * shape[3] * size[0] * size[1]
+    return total
+
+
+def conv_flops(input_hw: tuple[int, int] = (protocol.INPUT_H, protocol.INPUT_W),
+               multi_level: bool = True) -> int:
+    """2 x multiply-accumulates of every convolution for one image, counted on the meta device
+    (no weights, no compute). Both heads are counted because the exported graph runs both. The
+    oracle of protocol.GFLOP_PER_IMAGE (the run plan's and the perf gate's cost per image)."""
+    total = 0
+
+    def hook(mod: torch.nn.Module, _inp: object, out: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(mod, torch.nn.Conv2d)
+        k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
+        total += 2 * k * out.shape[1] * out.shape[2] * out.shape[3]
+
+    with torch.device("meta"):
+        model = get_deeplab_v2(multi_level=multi_level)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        model.eval()(torch.empty(1, 3, *input_hw, device="meta"))
     return total
 
 

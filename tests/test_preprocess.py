@@ -1,6 +1,8 @@
-"""intrada.dataset.preprocess against the spec (model-and-evaluation.md section 4, modelzoo section 2).
+"""intrada.dataset.preprocess against its sources: valeoai/ADVENT advent/dataset/cityscapes.py and
+base_dataset.py (what the network sees) and the seed's intrada_preprocess.py (Ascend/ModelZoo-PyTorch
+ACL_PyTorch/contrib/cv/segmentation/IntraDA: the .bin files).
 
-The references here are written from the spec, never by calling intrada: ADVENT's line
+The references here are written from those sources, never by calling intrada: ADVENT's line
 ``np.asarray(Image.open(p).convert('RGB').resize((1024, 512), BICUBIC), float32)[:, :, ::-1] - mean``
 then ``transpose(2, 0, 1)`` and ``tofile``; and one output pixel of Pillow's antialiased bicubic
 computed by hand.

@@ -1,6 +1,9 @@
-"""intrada.core.protocol against the specification (../shared/spec/model-and-evaluation.md sections 0-5 and
-modelzoo-and-ascend-tools.md sections 1-2): every literal below is copied from the spec, not from
-the module, so a drift of any constant fails here."""
+"""intrada.core.protocol against its sources: valeoai/ADVENT (advent/domain_adaptation/config.py TEST.*
+defaults, advent/dataset/cityscapes.py, cityscapes_list/info.json, eval_UDA.py eval_single,
+advent/model/deeplabv2.py) and the model-zoo scripts (Ascend/ModelZoo-PyTorch
+ACL_PyTorch/contrib/cv/segmentation/IntraDA: intrada_pth2onnx.py, intrada_preprocess.py,
+intrada_postprocess.py). Every literal below is copied from those sources, not from the module, so a
+drift of any constant fails here."""
 from __future__ import annotations
 
 import numpy as np

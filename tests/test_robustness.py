@@ -28,11 +28,9 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections import Counter, defaultdict
@@ -46,6 +44,7 @@ from PIL import Image
 
 from _gate import GATE_ARGS, GateRun, demo_entry, link_tree, seed_cache
 from _gate import run_gate as _run_gate
+from _hostile import Payload, as_nobody, traversable_tmp
 from _report import accuracy
 from intrada.cache.events import read_events
 from intrada.cache.manifest import KEY_HEX_CHARS
@@ -303,20 +302,14 @@ def test_read_only_cache_dir_is_a_usage_error_even_with_complete_entries(tmp_pat
 
 @pytest.fixture
 def shared_tmp() -> Iterator[Path]:
-    """A temp dir other users can traverse (pytest's tmp_path sits under a 0700 directory)."""
-    base = Path(tempfile.mkdtemp(prefix="intrada-robustness-"))
-    os.chmod(base, 0o755)
-    yield base
-    for d in base.rglob("*"):
-        if d.is_dir():
-            os.chmod(d, 0o755)
-    shutil.rmtree(base)
+    with traversable_tmp("intrada-robustness-") as base:
+        yield base
 
 
 def test_cache_dir_not_writable_by_this_user_is_named(shared_tmp: Path) -> None:
     """The same start-of-session check for plain permissions (EACCES). Root ignores permission bits and
     `nobody` cannot start this Python (it lives under /root), so the check runs in a forked child that
-    drops to `nobody`, as tests/test_cache.py does for the cache itself."""
+    drops to `nobody` (tests/_hostile.py), as tests/test_cache.py does for the cache itself."""
     from intrada.gate.config import ConfigError, _writable_dir
 
     base = shared_tmp
@@ -331,39 +324,15 @@ def test_cache_dir_not_writable_by_this_user_is_named(shared_tmp: Path) -> None:
             return str(exc)
         return "accepted"
 
+    msg = as_nobody(attempt)
     if os.geteuid() == 0:
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - child
-            try:
-                os.close(r)
-                os.setgroups([])
-                os.setgid(65534)
-                os.setuid(65534)
-                os.write(w, attempt().encode())
-            finally:
-                os._exit(0)
-        os.close(w)
-        with os.fdopen(r, "rb") as f:
-            msg = f.read().decode()
-        os.waitpid(pid, 0)
         assert attempt() == "accepted"  # root may write there: only the unprivileged user is refused
-    else:
-        msg = attempt()
     assert msg == (f"--cache-dir {target}: cannot create or write the artifact cache: {base / 'cache'} is not "
                    "writable (Permission denied, EACCES). Hint: pass --cache-dir DIR to use a writable directory"), msg
     assert not target.exists()
 
 
 # -- 1b. bad files behind valid options: the tests that need them fail, one line each --------------------
-class Payload:
-    """Unpickling calls ``fn(*args)``: what a malicious .pth does."""
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.fn, self.args = fn, args
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (self.fn, self.args)
 
 
 def _bad_truncated(tmp: Path, demo: Path) -> Path:

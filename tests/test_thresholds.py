@@ -77,7 +77,8 @@ def test_shipped_values_that_the_spec_fixes() -> None:
     assert t.get("accuracy", "full_split_images") == 500  # Cityscapes val
     assert t.get("accuracy", "relative_tolerance") == 0.01  # model-zoo "within 1%"
     assert t.get("accuracy", "allow_subset") is False
-    # msquickcmp MONITOR_THRESHOLD (modelzoo-and-ascend-tools.md section 7)
+    # msquickcmp MONITOR_THRESHOLD (Ascend/msit msit/components/debug/compare/msquickcmp/net_compare/analyser.py:34,
+    # at 0f0957619^, before the debug component was removed)
     assert t.get("om", "min_cosine") == 0.99
     assert t.get("om", "max_rel_euclidean") == 0.05
     assert t.get("om", "max_kl") == 0.005

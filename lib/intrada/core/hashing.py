@@ -1,8 +1,4 @@
-"""File hashing for cache keys, manifests and the pytest header.
-
-(lib/intrada/ascend/tools.py has its own ``file_sha256``; it is left to the Ascend redesign to use
-this one.)
-"""
+"""File hashing for cache keys, manifests, atc's identity in the om key and the pytest header."""
 from __future__ import annotations
 
 import hashlib

@@ -1,9 +1,12 @@
 """The IntraDA / ADVENT evaluation protocol: every constant in one place.
 
-Sources (see ../shared/spec/model-and-evaluation.md and modelzoo-and-ascend-tools.md):
-ADVENT ``advent/domain_adaptation/config.py`` (TEST.* defaults), ``advent/dataset/cityscapes.py``
-and ``cityscapes_list/info.json`` (label map, names, palette), ``eval_UDA.eval_single``
-(upsampling, argmax, histogram), and the model-zoo scripts (bin / dump file formats).
+Sources: valeoai/ADVENT (the copy IntraDA vendors at feipan664/IntraDA 070b0b7 is identical)
+``advent/domain_adaptation/config.py`` (TEST.* defaults), ``advent/dataset/cityscapes.py`` and
+``advent/dataset/cityscapes_list/info.json`` (label map, names, palette),
+``advent/domain_adaptation/eval_UDA.py`` ``eval_single`` (upsampling, argmax, histogram),
+``advent/model/deeplabv2.py`` (the network), and the model-zoo submission's scripts
+(Ascend/ModelZoo-PyTorch ``ACL_PyTorch/contrib/cv/segmentation/IntraDA/``: intrada_pth2onnx.py,
+intrada_preprocess.py, intrada_postprocess.py; bin and dump file formats).
 Nothing else in the package may restate these numbers; tests pin each one.
 """
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """Recorded device outputs ("dumps"): one raw float32 file per sample and per model output.
 
-Three tools name them differently (see ../shared/spec/modelzoo-and-ascend-tools.md sections 4-6);
+Three tools name them differently (the legacy benchmark tool as the seed's test/eval_acc_perf.sh at
+Ascend/ModelZoo-PyTorch 053601716 reads it; ais_bench, github.com/Ascend/tools
+ais-bench_workload/tool/ais_bench and Ascend/msit ait/components/benchmark; msame,
+github.com/Ascend/tools msame);
 ``<stem>`` is the Sample name (image basename up to the first '.'):
 
 * ``ais_bench`` (also msit benchmark and our own ONNX Runtime runner): 0-based,

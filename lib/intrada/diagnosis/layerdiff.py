@@ -226,20 +226,20 @@ def write_report(result: LayerDiff, json_path: str | os.PathLike[str] | None = N
             write_text(path, text())
 
 
-def first_diverging_layer(weights: str | os.PathLike[str], onnx_path: str | os.PathLike[str],
+def first_diverging_layer(weights: str | os.PathLike[str] | Any, onnx_path: str | os.PathLike[str],
                           bin_path: str | os.PathLike[str], limits: Limits, *, limit_source: str = "",
                           crop: tuple[int, int] | None = None) -> LayerDiff:
-    """:func:`diff_layers` of a checkpoint and an ONNX on one preprocessed .bin (the gate's call when
-    its parity test fails).
+    """:func:`diff_layers` of a checkpoint (a path, or the loaded network) and an ONNX on one
+    preprocessed .bin (the gate's call when its parity test fails).
 
     ``crop`` (h, w): diff the centre crop first, a fraction of the cost (a changed weight, op or
     attribute moves every position, so the crop names the same layer); only when no layer diverges
-    there (a difference confined to the borders, e.g. padding) is the whole image diffed."""
+    there (a difference that depends on the input's size or position) is the whole image diffed."""
     from ..model.checkpoint import load_model
     from ..parity.noise import centre_crop
     from ..dataset.preprocess import read_bin
 
-    model, _ = load_model(weights)
+    model = load_model(weights)[0] if isinstance(weights, (str, os.PathLike)) else weights
     image, name = read_bin(bin_path)[None], Path(bin_path).stem
     if crop is not None and (crop[0] < image.shape[-2] or crop[1] < image.shape[-1]):
         on_crop = diff_layers(model, onnx_path, centre_crop(image, crop), limits,

@@ -232,7 +232,9 @@ class ConfusionMatrix:
 
 def score_maps(gt: np.ndarray, pred: np.ndarray, *, num_images: int | None = None,
                class_names: Sequence[str] = protocol.CLASS_NAMES) -> SegmentationScore:
-    """One-shot: the score of one image [H, W] or a batch [N, H, W] of maps."""
+    """One-shot: the score of one image [H, W] or a batch [N, H, W] of maps. Public as the functional
+    twin of :class:`ConfusionMatrix` (torchmetrics' pairing of a one-shot function and a streaming
+    accumulator), for scoring maps in memory; the gate streams dumps through the accumulator."""
     acc = ConfusionMatrix(len(class_names))
     acc.update(gt, pred, images=num_images)
     return acc.score(class_names)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -251,5 +251,3 @@ def noise_floor_entry(cache: ArtifactCache, weights: Path, bins: Bins, samples: 
     entry = cache.get_or_build("noise", parts, build, description="float32 noise floor (float64 forward)")
     return json.loads(entry.file("floor.json").read_text())  # type: ignore[no-any-return]
 
-
-Loader = Callable[[], Any]

@@ -163,9 +163,8 @@ def check_keys(ckpt: Checkpoint, model: ResNetMulti) -> None:
 def load_model(path: str | os.PathLike[str], *, ceil_mode: bool = True) -> tuple[ResNetMulti, Checkpoint]:
     """Build the upstream model, strictly load the checkpoint, switch to eval (BN uses running stats).
 
-    The layers are built on the meta device (no memory, no random init that the load would overwrite:
-    the build takes 0.07 s instead of 0.45 s, a whole load 0.34 s instead of 0.65 s on 2 cores), and
-    the checkpoint's tensors are assigned to them as copies in the architecture's dtypes (float32; int64
+    The layers are built on the meta device (no memory, and no random init that the load would
+    overwrite, which is most of a build's time), and the checkpoint's tensors are assigned to them as copies in the architecture's dtypes (float32; int64
     for num_batches_tracked), so the model owns its weights exactly as a copying load gives."""
     ckpt = read_state_dict(path)
     with torch.device("meta"):

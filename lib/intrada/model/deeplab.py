@@ -131,25 +131,3 @@ def get_deeplab_v2(num_classes: int = protocol.NUM_CLASSES, multi_level: bool = 
                    ceil_mode: bool = True) -> ResNetMulti:
     """Upstream's constructor, with upstream defaults (the seed calls it with no arguments)."""
     return ResNetMulti((3, 4, 23, 3), num_classes, multi_level, ceil_mode=ceil_mode)
-
-
-def conv_flops(input_hw: tuple[int, int] = (protocol.INPUT_H, protocol.INPUT_W),
-               multi_level: bool = True) -> int:
-    """2 x multiply-accumulates of every convolution for one image, counted on the meta device
-    (no weights, no compute). Both heads are counted because the exported graph runs both."""
-    total = 0
-
-    def hook(mod: nn.Module, _inp: object, out: torch.Tensor) -> None:
-        nonlocal total
-        assert isinstance(mod, nn.Conv2d)
-        k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
-        total += 2 * k * out.shape[1] * out.shape[2] * out.shape[3]
-
-    with torch.device("meta"):
-        model = get_deeplab_v2(multi_level=multi_level)
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            m.register_forward_hook(hook)
-    with torch.no_grad():
-        model.eval()(torch.empty(1, 3, *input_hw, device="meta"))
-    return total

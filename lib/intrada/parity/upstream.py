@@ -24,7 +24,6 @@ from ..core import protocol
 from .compare import Limits, ParityResult, compare_outputs
 
 PACKAGE = "advent"
-MODULE = "advent.model.deeplabv2"
 CONSTRUCTOR = "get_deeplab_v2"
 _HINT = ("to cross-check, put valeoai/ADVENT (or IntraDA's ADVENT/ folder) on PYTHONPATH; "
          "PyPI's 'advent' is an unrelated placeholder")
