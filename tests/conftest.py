@@ -28,6 +28,8 @@ import pytest
 import torch
 from torch import nn
 
+from intrada.model.tiny import TinyIntraDA
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # --- the inner loop: `pytest -m "not slow"` ----------------------------------------------------
@@ -208,31 +210,18 @@ def big_io(random_model: nn.Module, exported_onnx: Exported) -> BigIO:
 # --- a toy network with the exact IntraDA interface ---------------------------------------------
 
 
-class ToyDeepLab(nn.Module):
-    """[N,3,512,1024] -> ([N,19,65,129] aux, [N,19,65,129] main) in a few cheap layers: a
-    caffe-like stem (7x7/2 conv, BN, ReLU, 3x3/2 maxpool with ceil_mode) to 129x257, a 1x1 stride-2
-    conv to 65x129, an aux head and a two-branch dilated main head. ``ceil_mode=False`` gives
-    64x128, the wrong shape; ``heads=1`` returns only the main head."""
+class ToyDeepLab(TinyIntraDA):
+    """intrada.model.tiny.TinyIntraDA (the IntraDA interface on seven layers: [N,3,512,1024] ->
+    ([N,19,65,129] aux, [N,19,65,129] main)), with random weights from :func:`make_toy`.
+    ``ceil_mode=False`` gives 64x128, the wrong shape; ``heads=1`` returns only the main head."""
 
     def __init__(self, *, ceil_mode: bool = True, heads: int = 2, num_classes: int = 19) -> None:
-        super().__init__()
+        super().__init__(ceil_mode=ceil_mode, num_classes=num_classes)
         self.heads = heads
-        self.conv1 = nn.Conv2d(3, 8, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(8)
-        self.pool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=ceil_mode)
-        self.down = nn.Conv2d(8, 16, 1, stride=2, bias=False)
-        self.bn2 = nn.BatchNorm2d(16)
-        self.aux = nn.Conv2d(16, num_classes, 3, padding=2, dilation=2)
-        self.main_a = nn.Conv2d(16, num_classes, 3, padding=6, dilation=6)
-        self.main_b = nn.Conv2d(16, num_classes, 3, padding=12, dilation=12)
 
     def forward(self, x: torch.Tensor) -> Any:
-        x = self.pool(torch.relu(self.bn1(self.conv1(x))))
-        x = torch.relu(self.bn2(self.down(x)))
-        main = self.main_a(x) + self.main_b(x)
-        if self.heads == 1:
-            return main
-        return self.aux(x), main
+        aux, main = super().forward(x)
+        return main if self.heads == 1 else (aux, main)
 
 
 def make_toy(seed: int = 0, **kwargs: Any) -> ToyDeepLab:

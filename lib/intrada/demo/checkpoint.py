@@ -182,3 +182,42 @@ def make_checkpoint(seed: int = DEMO_SEED) -> OrderedDict[str, torch.Tensor]:
             raise AssertionError(f"demo checkpoint {k}: {tuple(v.shape)} {v.dtype}, model has "
                                  f"{tuple(reference[k].shape)} {reference[k].dtype}")
     return state
+
+
+def make_tiny_checkpoint(seed: int = DEMO_SEED) -> OrderedDict[str, torch.Tensor]:
+    """The demo's weights for :class:`intrada.model.tiny.TinyIntraDA`, built like :func:`make_checkpoint`'s
+    colour path (stem centre tap with the +/- offset channels, identity BatchNorms, the max pool's
+    mid-range, the head's nearest-palette score; the aux head with the same swapped pairs), so the
+    test network segments the demo split as the demo's DeepLabv2 does."""
+    from ..model import tiny
+
+    with torch.device("meta"):
+        reference = tiny.get_tiny().state_dict()
+    b = _Builder(seed)
+    slots = b.colour_slots(tiny.STEM_CHANNELS)
+    w = b.randn(tiny.STEM_CHANNELS, 3, 7, 7, std=_CONV_STD)
+    w[slots] *= 0.01
+    for j in range(3):
+        w[slots[j], j, 3, 3] += 1.0
+        w[slots[3 + j], j, 3, 3] -= 1.0
+    b.sd["conv1.weight"] = w
+    b.bn("bn1", tiny.STEM_CHANNELS, var_est=150.0, identity=slots, identity_std=50.0, offset=_COLOUR_OFFSET)
+    out = b.colour_slots(tiny.FEATURE_CHANNELS)
+    b.downsample("down", tiny.STEM_CHANNELS, tiny.FEATURE_CHANNELS, slots, out)
+    b.sd["bn2.weight"], b.sd["bn2.bias"] = b.sd.pop("down.1.weight"), b.sd.pop("down.1.bias")
+    for stat in ("running_mean", "running_var", "num_batches_tracked"):
+        b.sd[f"bn2.{stat}"] = b.sd.pop(f"down.1.{stat}")
+    b.sd["down.weight"] = b.sd.pop("down.0.weight")
+    palette = _palette_bgr_centred()
+    for name, colours in (("aux", palette[list(_AUX_SWAP)]), ("main_a", palette), ("main_b", None)):
+        w = b.randn(protocol.NUM_CLASSES, tiny.FEATURE_CHANNELS, 3, 3, std=_HEAD_NOISE)
+        w[:, out] *= _HEAD_COLOUR_NOISE / _HEAD_NOISE
+        bias = b.randn(protocol.NUM_CLASSES, std=_HEAD_NOISE)
+        if colours is not None:
+            w[:, out[:3], 1, 1] = _SCORE_SCALE * colours
+            w[:, out[3:], 1, 1] = -_SCORE_SCALE * colours
+            bias = -_SCORE_SCALE * (colours ** 2).sum(1)
+        b.sd[f"{name}.weight"], b.sd[f"{name}.bias"] = w, bias
+    if set(b.sd) != set(reference):
+        raise AssertionError(f"tiny demo checkpoint keys differ: {sorted(set(b.sd) ^ set(reference))[:5]}")
+    return OrderedDict((k, b.sd[k].contiguous()) for k in reference)

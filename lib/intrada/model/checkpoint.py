@@ -21,7 +21,7 @@ import torch
 
 from ..core.checks import count_nonfinite
 from ..core.errors import CheckpointError
-from .deeplab import ResNetMulti, get_deeplab_v2
+from .network import DEEPLABV2, Network
 
 _SHOW = 3  # keys quoted per category in a mismatch message
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
@@ -134,7 +134,7 @@ def _unwrap(path: Path, obj: Any) -> tuple["OrderedDict[str, torch.Tensor]", lis
     return OrderedDict(obj), remaps
 
 
-def check_keys(ckpt: Checkpoint, model: ResNetMulti) -> None:
+def check_keys(ckpt: Checkpoint, model: Any, network: Network = DEEPLABV2) -> None:
     """Strict comparison with the model's keys and shapes; one error naming every kind of mismatch."""
     expected = model.state_dict()
     # BatchNorm tolerates a missing num_batches_tracked (old state-dict metadata); so do we.
@@ -151,25 +151,28 @@ def check_keys(ckpt: Checkpoint, model: ResNetMulti) -> None:
         if items:
             more = f" (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
             parts.append(f"{len(items)} {label}: {', '.join(items[:_SHOW])}{more}")
-    hint = "the checkpoint must be ADVENT get_deeplab_v2(num_classes=19, multi_level=True)"
-    if missing and all(k.startswith("layer5.") for k in missing):
+    hint = network.hint
+    if network is DEEPLABV2 and missing and all(k.startswith("layer5.") for k in missing):
         hint = ("this is a single-level (multi_level=False) checkpoint without the aux head layer5; the IntraDA "
                 "release and the seed export both need multi_level=True")
-    elif got and all(k.startswith(("Scale.", "layer5.")) or k.startswith("Scale") for k in list(got)[:5]):
+    elif network is DEEPLABV2 and got and all(k.startswith(("Scale.", "layer5.")) or k.startswith("Scale")
+                                              for k in list(got)[:5]):
         hint = "this looks like the ImageNet init file (keys 'Scale.*'), not a trained IntraDA checkpoint"
-    raise CheckpointError(ckpt.path, "state_dict does not match the IntraDA DeepLabv2: " + "; ".join(parts), hint)
+    raise CheckpointError(ckpt.path, f"state_dict does not match {network.title}: " + "; ".join(parts), hint)
 
 
-def load_model(path: str | os.PathLike[str], *, ceil_mode: bool = True) -> tuple[ResNetMulti, Checkpoint]:
-    """Build the upstream model, strictly load the checkpoint, switch to eval (BN uses running stats).
+def load_model(path: str | os.PathLike[str], *, network: Network = DEEPLABV2,
+               ceil_mode: bool = True) -> tuple[Any, Checkpoint]:
+    """Build ``network`` (the upstream model unless a test network is asked for), strictly load the
+    checkpoint, switch to eval (BN uses running stats).
 
     The layers are built on the meta device (no memory, and no random init that the load would
     overwrite, which is most of a build's time), and the checkpoint's tensors are assigned to them as copies in the architecture's dtypes (float32; int64
     for num_batches_tracked), so the model owns its weights exactly as a copying load gives."""
     ckpt = read_state_dict(path)
     with torch.device("meta"):
-        model = get_deeplab_v2(ceil_mode=ceil_mode)
-    check_keys(ckpt, model)
+        model = network.build(ceil_mode=ceil_mode)
+    check_keys(ckpt, model, network)
     expected = model.state_dict()
     state = OrderedDict((k, v.detach().to(dtype=expected[k].dtype, copy=True).contiguous())
                         for k, v in ckpt.state_dict.items())

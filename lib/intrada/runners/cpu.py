@@ -25,13 +25,16 @@ class TorchRunner(Runner):
     backend = "torch"
 
     def __init__(self, checkpoint: str | os.PathLike[str] | None = None, *, model: Any = None,
-                 ceil_mode: bool = True) -> None:
+                 ceil_mode: bool = True, network: Any = None) -> None:
         super().__init__()
         if (checkpoint is None) == (model is None):
             raise ValueError("pass exactly one of checkpoint or model")
+        from ..model.network import DEEPLABV2
+
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self._model = model
         self._ceil_mode = ceil_mode
+        self.network = network or DEEPLABV2  # the architecture the checkpoint is loaded into
 
     def _activate(self) -> None:
         import torch
@@ -39,7 +42,8 @@ class TorchRunner(Runner):
         if self._model is None:
             from ..model.checkpoint import load_model
 
-            self._model, _ = load_model(self.checkpoint, ceil_mode=self._ceil_mode)  # type: ignore[arg-type]
+            self._model, _ = load_model(self.checkpoint, network=self.network,  # type: ignore[arg-type]
+                                        ceil_mode=self._ceil_mode)
         self._model.eval()
         self._torch = torch
 
@@ -61,7 +65,7 @@ class TorchRunner(Runner):
         import torch
 
         return {"backend": self.backend, "version": torch.__version__, "device": "cpu",
-                "threads": torch.get_num_threads()}
+                "threads": torch.get_num_threads(), "network": self.network.name}
 
 
 class OnnxRuntimeRunner(Runner):
