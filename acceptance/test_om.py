@@ -68,9 +68,9 @@ def test_om_throughput(om_gate, om_session, om_run, onnx_outputs, onnx_samples, 
     outputs = om_session.outputs(run)
     same = compare_stored("onnxruntime", f"om bs{run.batch_size} via {run.tool}", onnx_outputs, outputs.dumps,
                           names(onnx_samples), thresholds.om_limits())
-    assert same, same.report()
-    target = None if om_gate.soc_version is None else thresholds.device_target(om_gate.soc_version, run.batch_size)
+    gate_report.judge(judge_parity(same, gate="om", subject=f"om bs{run.batch_size} outputs",
+                                   **outputs.provenance()))
     gate_report.judge(judge_device_throughput(run, device=outputs.label, soc_version=om_gate.soc_version,
-                                              target=target, threshold_path=str(thresholds.path),
+                                              thresholds=thresholds,
                                               contract_fake=outputs.contract_fake,
                                               fake_components=outputs.fake_components))

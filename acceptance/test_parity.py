@@ -7,7 +7,6 @@ from intrada.parity.classdiff import disagreement_over
 from intrada.parity.compare import compare_stored
 from intrada.diagnosis.layerdiff import locate_divergence
 from intrada.parity.noise import GATE_CROP
-from intrada.parity.noise import parity_limits as derived_limits
 from intrada.model.onnx_export import inspect_onnx
 from intrada.parity.upstream import compare_with_upstream, find_upstream
 from intrada.gate.verdict import State, Verdict, judge_onnx_interface, judge_parity, not_judged
@@ -19,23 +18,22 @@ def test_onnx_well_formed(onnx_file, gate_config, gate_report) -> None:
     """checker, input `image` float32 [N,3,512,1024] (N dynamic when a batch sweep is asked), two
     outputs [N,19,65,129]; the main head is output 1 (by position: names are not trusted). Inspected
     here, not in a fixture: a malformed ONNX is this test's failure (the others error on it)."""
-    dynamic = max(gate_config.batch_sizes) > 1
-    gate_report.judge(judge_onnx_interface(inspect_onnx(onnx_file, require_dynamic_batch=dynamic),
-                                           dynamic_batch_required=dynamic))
+    gate_report.judge(judge_onnx_interface(inspect_onnx(onnx_file, require_dynamic_batch=gate_config.dynamic_batch),
+                                           dynamic_batch_required=gate_config.dynamic_batch))
 
 
-def test_onnxruntime_matches_pytorch(torch_outputs, onnx_outputs, parity_samples, parity_limits, submission,
+def test_onnxruntime_matches_pytorch(torch_outputs, onnx_outputs, parity_samples, derived_parity_limits, submission,
                                      onnx_file, bins, gate_report) -> None:
     """Both heads, on real preprocessed images of the split, within [parity] limits derived from the
     float32 noise measured on this machine (noise_factor x floor, the fixed limits as outer bound).
     When they differ, the first diverging layer is found and named."""
     names = [s.name for s in parity_samples]
-    result = compare_stored("pytorch", "onnxruntime", torch_outputs, onnx_outputs, names, parity_limits.limits)
+    result = compare_stored("pytorch", "onnxruntime", torch_outputs, onnx_outputs, names, derived_parity_limits.limits)
     where, layers = (None, None) if result else locate_divergence(
-        torch_outputs, onnx_outputs, names, parity_limits.limits, weights=submission.weights, onnx_path=onnx_file,
-        bin_path=bins.path(names[0]), limit_source=parity_limits.report(), crop=GATE_CROP)
+        torch_outputs, onnx_outputs, names, derived_parity_limits.limits, weights=submission.weights, onnx_path=onnx_file,
+        bin_path=bins.path(names[0]), limit_source=derived_parity_limits.report(), crop=GATE_CROP)
     gate_report.judge(judge_parity(result, gate="parity", subject="onnx", where=where,
-                                   limits=parity_limits.as_dict(), limit_source=parity_limits.report(),
+                                   limits=derived_parity_limits.as_dict(), limit_source=derived_parity_limits.report(),
                                    layer_diff=None if layers is None else {**layers.as_dict(),
                                                                            "markdown": layers.markdown()}))
 
@@ -47,10 +45,7 @@ def test_openvino_matches_onnxruntime(openvino_outputs, onnx_outputs, parity_sam
     logits by ~1e-2, the class map is what matters)."""
     precision, outputs = openvino_outputs
     images = [s.name for s in parity_samples]
-    limits = thresholds.openvino_limits(precision)
-    if precision == "f32":
-        limits = derived_limits(noise_floor["max_abs_over_scale"], factor=thresholds.get("parity", "noise_factor"),
-                                outer=limits, minimum=thresholds.get("parity", "noise_min_floor")).limits
+    limits = thresholds.openvino_limits(precision, noise_floor["max_abs_over_scale"])
     result = compare_stored("onnxruntime", f"openvino-{precision}", onnx_outputs, outputs, images, limits)
     where = disagreement_over(onnx_outputs, outputs, images)
     gate_report.set_context(f"disagreements.openvino-{precision}", [

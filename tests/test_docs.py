@@ -29,7 +29,7 @@ FILE_SUFFIXES = {"md", "json", "jsonl", "png", "py", "toml", "txt", "bin", "onnx
 @lru_cache(maxsize=None)
 def _package_modules() -> dict[str, str]:
     """leaf module name -> dotted name, for every module of lib/intrada and every flat name of an
-    earlier release (``pipeline.run_to_dumps`` is checked against what ``intrada.pipeline`` is now)."""
+    earlier release (``pipeline.run_to_dumps`` is checked against the module that name maps to now)."""
     import intrada
 
     out: dict[str, str] = {old.split(".")[-1]: f"intrada.{new}" for old, new in intrada.MOVED.items()}

@@ -286,10 +286,10 @@ def crop(demo_image: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def derived(demo_model: torch.nn.Module, crop: np.ndarray) -> Any:
     """The parity limits as the gate derives them: shipped thresholds, floor measured here."""
-    from intrada.parity.noise import limits_from_thresholds, measure_noise_floor
+    from intrada.parity.noise import measure_noise_floor
     from intrada.gate.thresholds import load
 
-    return limits_from_thresholds(load(), measure_noise_floor(demo_model, [crop]))
+    return load().derived_limits(measure_noise_floor(demo_model, [crop]).max_abs_over_scale)
 
 
 @pytest.fixture(scope="module")

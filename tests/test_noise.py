@@ -16,23 +16,23 @@ import torch
 
 from intrada.parity.compare import Limits, TensorStats
 from intrada.core.errors import ThresholdsError
-from intrada.parity.noise import MIN_FLOOR, NoiseFloor, centre_crop, limits_from_thresholds, measure_noise_floor, parity_limits
+from intrada.parity.noise import MIN_FLOOR, NoiseFloor, centre_crop, derive_limits, measure_noise_floor
 from intrada.gate.thresholds import DEFAULT_PATH, load, parse
 
 OUTER = Limits(max_abs_over_scale=1e-3, min_cosine=0.99999, min_argmax_agreement=0.999)
 
 
-def test_parity_limits_is_factor_times_floor_inside_the_outer_bound() -> None:
-    d = parity_limits(1.45e-6, factor=10, outer=OUTER)
+def test_derive_limits_is_factor_times_floor_inside_the_outer_bound() -> None:
+    d = derive_limits(1.45e-6, factor=10, outer=OUTER)
     assert d.limits.max_abs_over_scale == pytest.approx(1.45e-5) and not d.bound_by_outer
     assert d.limits.min_cosine == 0.99999 and d.limits.min_argmax_agreement == 0.999  # unchanged
     assert d.report() == "max|d|/scale limit 1.45e-05 = 10 x noise floor 1.45e-06, outer bound 0.001"
     # a bit-exact machine: the floor is raised to one float32 ulp, never a zero limit
-    z = parity_limits(0.0, factor=10, outer=OUTER)
+    z = derive_limits(0.0, factor=10, outer=OUTER)
     assert z.limits.max_abs_over_scale == pytest.approx(10 * MIN_FLOOR) == pytest.approx(1.1920929e-6)
     assert "noise floor 0 (raised to 1.19e-07)" in z.report()
     # a noisy machine cannot loosen the gate beyond the fixed limit
-    big = parity_limits(5e-4, factor=10, outer=OUTER)
+    big = derive_limits(5e-4, factor=10, outer=OUTER)
     assert big.limits.max_abs_over_scale == 1e-3 and big.bound_by_outer and big.derived == pytest.approx(5e-3)
     assert big.report().startswith("max|d|/scale limit 0.001 = the outer bound (factor 10 x floor 0.0005 = 0.005")
     assert big.as_dict()["bound_by_outer"] is True and big.as_dict()["floor"] == 5e-4
@@ -40,14 +40,14 @@ def test_parity_limits_is_factor_times_floor_inside_the_outer_bound() -> None:
 
 @pytest.mark.parametrize("floor, factor, message", [(float("nan"), 10, "noise floor"), (-1.0, 10, "noise floor"),
                                                     (1e-6, 0.5, "factor"), (1e-6, float("inf"), "factor")])
-def test_parity_limits_rejects_nonsense(floor: float, factor: float, message: str) -> None:
+def test_derive_limits_rejects_nonsense(floor: float, factor: float, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        parity_limits(floor, factor=factor, outer=OUTER)
+        derive_limits(floor, factor=factor, outer=OUTER)
 
 
 def test_limits_from_the_shipped_thresholds() -> None:
     t = load()
-    d = limits_from_thresholds(t, 1.45e-6)
+    d = t.derived_limits(1.45e-6)
     assert (d.factor, d.minimum) == (t.get("parity", "noise_factor"), t.get("parity", "noise_min_floor"))
     assert d.outer.max_abs_over_scale == t.get("parity", "max_abs_over_scale")
     assert d.limits.max_abs_over_scale == pytest.approx(1.45e-6 * t.get("parity", "noise_factor"))

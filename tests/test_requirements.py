@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from intrada.gate.requirements import CORE_SUBJECTS, Requirement, TestOutcome, gates_selected_by, judge_gates, parse_gate_list, resolve
-from intrada.gate.verdict import State, Verdict, not_judged
+from intrada.gate.verdict import ABSENT, State, Verdict, not_judged
 
 
 def passed(gate: str, subject: str) -> Verdict:
@@ -45,18 +45,24 @@ def test_pinned_gates_are_required_even_when_nothing_selects_them() -> None:
     assert gates["accuracy"].breaks_run
 
 
+def _absent(gate: str, test: str, reason: str) -> Verdict:
+    """What the report records when a check could not start (a fixture raised NotJudged)."""
+    return not_judged(gate, test, ABSENT, reason)
+
+
 def test_a_required_gate_whose_tests_all_skipped_breaks_the_run() -> None:
     reqs = resolve(markexpr="om", given_options=[])
     tests = {"om": [TestOutcome("a", "skipped", "Skipped: no Ascend om to judge"),
                     TestOutcome("b", "skipped", "Skipped: no Ascend om to judge")]}
-    gate = judge_gates(reqs, [], tests)["om"]
+    verdicts = [_absent("om", "a", "no Ascend om to judge"), _absent("om", "b", "no Ascend om to judge")]
+    gate = judge_gates(reqs, verdicts, tests)["om"]
     assert gate.state == "NOT JUDGED" and gate.breaks_run and gate.reason == "no Ascend om to judge"
     assert gate.line() == "om        NOT JUDGED (required: -m 'om'): no Ascend om to judge"
 
 
 def test_the_same_skips_without_a_requirement_pass_and_say_so() -> None:
     tests = {"om": [TestOutcome("a", "skipped", "Skipped: no Ascend om to judge")]}
-    gate = judge_gates([], [], tests)["om"]
+    gate = judge_gates([], [_absent("om", "a", "no Ascend om to judge")], tests)["om"]
     assert not gate.breaks_run and gate.line() == "om        not judged: no Ascend om to judge"
 
 
@@ -92,3 +98,15 @@ def test_gate_verdicts_are_plain_data() -> None:
     d = judge_gates(reqs, [], {"perf": [TestOutcome("t", "skipped", "disabled")]})["perf"].as_dict()
     assert d["verdict"] == "NOT JUDGED" and d["breaks_run"] and d["required_by"] == ["-m 'perf'"]
     assert d["tests"] == [{"test": "t", "outcome": "skipped", "message": "disabled"}]
+
+
+def test_not_judged_has_one_way_in() -> None:
+    """Fixtures raise NotJudged (the report turns it into a not-judged verdict per gate); tests judge
+    through verdicts. Neither calls pytest.skip itself."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    offenders = [f"{p.relative_to(repo)}:{i}" for folder in ("fixtures", "acceptance") for p in (repo / folder).glob("*.py")
+                 for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if "pytest.skip(" in line and p.name != "report.py"]
+    assert not offenders, offenders

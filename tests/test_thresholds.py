@@ -257,5 +257,11 @@ def test_thresholds_hand_out_ready_limits() -> None:
     assert t.om_limits().max_kl == t.get("om", "max_kl") and t.om_limits().max_abs_over_scale is None
     assert t.openvino_limits("bf16").min_cosine is None
     assert t.openvino_limits("bf16").min_argmax_agreement == t.get("openvino", "bf16_min_argmax_agreement")
+    # fp32 runtimes: noise_factor x the measured floor inside their fixed limits, one derivation for both
+    floor = 1.45e-6
+    assert t.derived_limits(floor).limits.max_abs_over_scale == pytest.approx(t.get("parity", "noise_factor") * floor)
+    assert t.openvino_limits("f32", floor).max_abs_over_scale == t.derived_limits(floor).limits.max_abs_over_scale
+    assert t.openvino_limits("f32", 1.0).max_abs_over_scale == t.get("openvino", "max_abs_over_scale")  # outer
+    assert t.openvino_limits("f32").max_abs_over_scale == t.get("openvino", "max_abs_over_scale")
     acc = t.accuracy_limits()
     assert (acc.min_miou, acc.full_split_images, acc.allow_subset) == (47.0, 500, False)

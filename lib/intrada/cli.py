@@ -207,7 +207,7 @@ def _crop(text: str) -> tuple[int, int] | None:
 def cmd_diff_layers(args: argparse.Namespace) -> int:
     from .model.checkpoint import load_model
     from .diagnosis.layerdiff import diff_layers, load_onnx, write_report
-    from .parity.noise import limits_from_thresholds, measure_noise_floor
+    from .parity.noise import measure_noise_floor
     from .gate.thresholds import load as load_thresholds
 
     thresholds = load_thresholds(args.thresholds)
@@ -217,7 +217,7 @@ def cmd_diff_layers(args: argparse.Namespace) -> int:
     if ckpt.remap:
         print(f"{ckpt.path}: {ckpt.remap}", file=sys.stderr)
     floor = measure_noise_floor(model, [image], crop=args.floor_crop)
-    derived = limits_from_thresholds(thresholds, floor)
+    derived = thresholds.derived_limits(floor.max_abs_over_scale)
     result = diff_layers(model, onnx_model, image, derived.limits, image_name=name, candidate=str(args.onnx),
                          limit_source=derived.report(), details={"noise_floor": floor.as_dict(),
                                                                  "derived_limits": derived.as_dict()})

@@ -315,6 +315,12 @@ def read_bin(path: str | os.PathLike[str]) -> np.ndarray:
     return out
 
 
+def cycle_names(names: Sequence[str], batch_size: int) -> list[str]:
+    """``batch_size`` names of real images for a timed batch, cycling through ``names`` when the split
+    (or its sample) has fewer."""
+    return [names[i % len(names)] for i in range(batch_size)]
+
+
 def read_bins(paths: Sequence[str | os.PathLike[str]]) -> np.ndarray:
     """Bins stacked into one float32 [N, 3, 512, 1024] batch, in the order given, each checked."""
     if len(paths) == 0:

@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..core import protocol
 from ..cache.fingerprint import code_identity, stat_fingerprint
@@ -21,7 +21,8 @@ from ..cache.store import ArtifactCache
 from ..dataset.cityscapes import Sample, list_samples
 from ..core.hashing import cached_file_sha256
 from .thresholds import Thresholds
-from .thresholds import load as load_thresholds
+
+T = TypeVar("T")
 
 
 # -- the submission --------------------------------------------------------------------------------
@@ -51,6 +52,12 @@ class Submission:
         return [s.name for s in self.samples]
 
 
+def judged_images(split: Sequence[T], max_images: int | None) -> list[T]:
+    """The images a run judges: the first ``--max-images`` of the (sorted) split, or all of it. The
+    run plan counts with this too, before the split is opened."""
+    return list(split[:max_images] if max_images else split)
+
+
 def resolve_submission(cfg: Any, demo_dir: Path | None) -> Submission:
     """``cfg``: the :class:`intrada.gate.config.GateConfig`; ``demo_dir``: :func:`demo_entry` when the demo
     split or model is used (None otherwise)."""
@@ -58,15 +65,9 @@ def resolve_submission(cfg: Any, demo_dir: Path | None) -> Submission:
         raise ValueError("the demo submission is needed: pass demo_entry(cache)")
     weights = demo_dir / "checkpoint.pth" if cfg.demo_model and demo_dir is not None else cfg.weights
     root = cfg.cityscapes if cfg.cityscapes is not None else demo_dir / "cityscapes"  # type: ignore[operator]
-    if cfg.thresholds is not None:
-        thresholds_path = cfg.thresholds
-    elif cfg.demo_model and demo_dir is not None:
-        thresholds_path = demo_dir / "thresholds.toml"
-    else:
-        thresholds_path = None
-    thresholds = load_thresholds(thresholds_path)
+    thresholds = cfg.thresholds
     all_samples = list_samples(root, "val")
-    samples = all_samples[: cfg.max_images] if cfg.max_images else all_samples
+    samples = judged_images(all_samples, cfg.max_images)
     full = thresholds.get("accuracy", "full_split_images")
     subset = cfg.max_images is not None and cfg.max_images < len(all_samples) or len(all_samples) < full
     return Submission(weights, cfg.onnx, root, thresholds, tuple(samples), cfg.demo_model, cfg.demo_data, subset)

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..core.fs import not_writable, os_reason
 from ..core.errors import ThresholdsError
+from ..core.fs import not_writable, os_reason
+from ..model.network import DEEPLABV2, Network, network_from_env
 from .requirements import parse_gate_list
-from .thresholds import load
+from .thresholds import Thresholds, load
 
 DEFAULT_BATCH_SIZES = "1,2"  # CPU default; on a device pass --batch-sizes 1,4,8,16,32,64
 
@@ -34,7 +35,8 @@ class GateConfig:
     dump_format: str | None  # None = detect
     batch_sizes: tuple[int, ...]
     max_images: int | None
-    thresholds: Path | None  # None: lib/intrada/data/thresholds.toml, or the demo's own file for the demo
+    thresholds_file: Path | None  # --thresholds
+    thresholds: Thresholds  # what this run judges by (thresholds_for: the one rule)
     cache_dir: Path
     report: Path | None
     om: Path | None
@@ -45,6 +47,12 @@ class GateConfig:
     given: frozenset[str] = field(default_factory=frozenset)  # options the user passed (requirements)
     require: tuple[str, ...] = ()  # --require
     onnx_accuracy: str = "auto"  # auto | full | sample
+    network: Network = DEEPLABV2  # the architecture checkpoints are loaded into (intrada.model.network)
+
+    @property
+    def dynamic_batch(self) -> bool:
+        """The ONNX must take a dynamic batch: more than one batch size is judged."""
+        return max(self.batch_sizes) > 1
 
     @property
     def demo_data(self) -> bool:
@@ -54,11 +62,28 @@ class GateConfig:
     @property
     def demo_model(self) -> bool:
         """The embedded demo checkpoint is the model: only when no model and no dataset were given."""
-        return self.cityscapes is None and self.weights is None and self.onnx is None
+        return _demo_model(self.weights, self.onnx, self.cityscapes)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, (tuple, frozenset)) else v)
-                for k, v in self.__dict__.items()}
+        out = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, (tuple, frozenset)) else v)
+               for k, v in self.__dict__.items()}
+        return {**out, "thresholds": self.thresholds.origin, "network": self.network.describe()}
+
+
+def _demo_model(weights: Path | None, onnx: Path | None, cityscapes: Path | None) -> bool:
+    return cityscapes is None and weights is None and onnx is None
+
+
+def thresholds_for(option: Path | None, demo_model: bool) -> Thresholds:
+    """The thresholds a run judges by: ``--thresholds``; else the demo's own file when the embedded
+    demo model is judged; else the shipped file. The one place this is decided."""
+    if option is not None:
+        return load(option)
+    if demo_model:
+        from .submission import demo_thresholds
+
+        return demo_thresholds()
+    return load(None)
 
 
 def _path(value: str) -> Path:
@@ -134,11 +159,14 @@ def build_config(options: Mapping[str, Any], rootdir: Path, env: Mapping[str, st
     max_images = opt("max_images")
     if max_images is not None and max_images < 1:
         raise ConfigError(f"--max-images {max_images}: must be >= 1")
-    if thresholds is not None:
-        try:
-            load(thresholds)
-        except ThresholdsError as exc:
-            raise ConfigError(f"--thresholds: {exc}") from None
+    try:
+        limits = thresholds_for(thresholds, _demo_model(weights, onnx, cityscapes))
+    except ThresholdsError as exc:
+        raise ConfigError(f"--thresholds: {exc}") from None
+    try:
+        network = network_from_env(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     cache = opt("cache_dir") or env.get("INTRADA_CACHE_DIR") or str(rootdir / ".cache" / "intrada")
     _writable_dir("--cache-dir" if opt("cache_dir") else "INTRADA_CACHE_DIR" if env.get("INTRADA_CACHE_DIR")
                   else "cache dir", _path(cache))
@@ -148,10 +176,10 @@ def build_config(options: Mapping[str, Any], rootdir: Path, env: Mapping[str, st
         weights=weights, onnx=onnx, cityscapes=cityscapes, dumps=dumps,
         dump_format=None if opt("dump_format") == "auto" else opt("dump_format"),
         batch_sizes=_batch_sizes(opt("batch_sizes") or DEFAULT_BATCH_SIZES),
-        max_images=max_images, thresholds=thresholds, cache_dir=_path(cache),
+        max_images=max_images, thresholds_file=thresholds, thresholds=limits, cache_dir=_path(cache),
         report=_path(opt("report")) if opt("report") else None, om=om, soc_version=opt("soc_version"),
         device_id=0 if device_id is None else device_id, rootdir=rootdir, given=given, require=require,
-        onnx_accuracy=opt("onnx_accuracy"), om_runner=opt("om_runner"),
+        onnx_accuracy=opt("onnx_accuracy"), om_runner=opt("om_runner"), network=network,
     )
 
 
@@ -177,8 +205,10 @@ def header_lines(cfg: GateConfig, requirements: Sequence[Any], plan: Any) -> lis
     for label, path in (("cityscapes", cfg.cityscapes), ("dumps", cfg.dumps), ("om", cfg.om), ("report", cfg.report)):
         if path is not None:
             lines.append(f"{label} {path}")
-    default_thresholds = "the demo submission's own file" if cfg.demo_model else "lib/intrada/data/thresholds.toml"
-    lines.append(f"thresholds {cfg.thresholds or default_thresholds}")
+    lines.append(f"thresholds {cfg.thresholds.origin}")
+    if not cfg.network.certifies:
+        lines.append(f"network {cfg.network.name}: {cfg.network.title}, chosen by the environment "
+                     f"(INTRADA_NETWORK); the submission's architecture is not what is judged")
     if requirements:
         lines.append("required (a gate that judges nothing fails the run): " + "; ".join(
             f"{r.gate} [{', '.join(sorted(r.subjects))}] by {r.why}" for r in requirements))

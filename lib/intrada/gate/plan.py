@@ -111,23 +111,16 @@ def make_plan(images: int, *, device_outputs: Sequence[str], onnx_accuracy: str,
     return RunPlan(images, indices, tuple(device_outputs), reason, seconds_per_image, estimate_basis)
 
 
-def thresholds_for_config(cfg: Any) -> Any:
-    """The thresholds a run with ``cfg`` judges by: --thresholds, else the demo's or the shipped file."""
-    from .submission import demo_thresholds
-    from .thresholds import load
-
-    return demo_thresholds() if cfg.demo_model and cfg.thresholds is None else load(cfg.thresholds)
-
-
 def parity_only_plan(plan: RunPlan, cfg: Any) -> RunPlan:
     """``plan`` for a selection where only parity tests read ONNX Runtime's outputs."""
-    return plan.for_parity_only(thresholds_for_config(cfg).get("parity", "images"))
+    return plan.for_parity_only(cfg.thresholds.get("parity", "images"))
 
 
 def plan_for_config(cfg: Any) -> RunPlan:
     """The plan before the split is opened: images counted from the options (the demo has
     DEMO_IMAGES), device outputs from --om/--dumps and the tools found, the sample size from the
     thresholds in effect, the estimate from a small fp32 matmul measured now."""
+    from .artifacts import judged_images
     from .. import demo
     from ..core import protocol
     from ..ascend.tools import discover
@@ -141,11 +134,10 @@ def plan_for_config(cfg: Any) -> RunPlan:
             images = 0
     else:
         images = demo.DEMO_IMAGES
-    if cfg.max_images:
-        images = min(images, cfg.max_images)
+    images = len(judged_images(range(images), cfg.max_images))
     outputs = (["om"] if cfg.om is not None or discover(probe_api=False).anything else []) + \
         (["dumps"] if cfg.dumps is not None else [])
-    thresholds = thresholds_for_config(cfg)
+    thresholds = cfg.thresholds
     gflops = measure_matmul_gflops(n=1024, repeats=3).gflops
     return make_plan(images, device_outputs=outputs, onnx_accuracy=cfg.onnx_accuracy,
                      sample_images=thresholds.get("om", "onnx_sample_images"),

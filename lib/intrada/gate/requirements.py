@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .verdict import GATES, State, Verdict
+from .verdict import ABSENT, GATES, State, Verdict
 
 #: Subjects whose verdicts judge each gate. OpenVINO and the ONNX structure check are reported but
 #: do not by themselves make a parity verdict: the gate is "ONNX Runtime computes what PyTorch does".
@@ -139,11 +139,11 @@ class GateVerdict:
                 "tests": [{"test": t.test, "outcome": t.outcome, "message": t.message} for t in self.tests]}
 
 
-def _reason(verdicts: Sequence[Verdict], tests: Sequence[TestOutcome], subjects: frozenset[str] | None) -> str | None:
+def _reason(verdicts: Sequence[Verdict], subjects: frozenset[str] | None) -> str | None:
+    """Why the gate was not judged: the not-judged verdicts of the subjects it needed (a check that
+    could not start, kind ABSENT, counts for any subject)."""
     reasons = [v.reason for v in verdicts if v.state is State.NOT_JUDGED and v.reason
-               and (subjects is None or v.subject in subjects)]
-    if not reasons:  # the tests skipped before they could judge (a fixture said why)
-        reasons = [t.message.removeprefix("Skipped: ") for t in tests if t.outcome == "skipped" and t.message]
+               and (subjects is None or v.subject in subjects or v.kind == ABSENT)]
     distinct = list(dict.fromkeys(reasons))
     if not distinct:
         return None
@@ -176,7 +176,7 @@ def judge_gates(requirements: Sequence[Requirement], verdicts: Sequence[Verdict]
         missing = tuple(sorted({s for r in unmet for s in r.subjects})) if unmet else ()
         reason = None
         if missing or state in ("NOT JUDGED", "not run"):
-            reason = _reason(gate_verdicts, gate_tests, frozenset(missing) if missing else None)
+            reason = _reason(gate_verdicts, frozenset(missing) if missing else None)
             if reason is None and reqs and not selected:
                 reason = "no test of this gate was selected"
         out[gate] = GateVerdict(gate, state, tuple(dict.fromkeys(r.why for r in reqs)), missing, reason,

@@ -20,11 +20,14 @@ def demo_thresholds_text(header: str = "") -> str:
     return with_overrides(DEFAULT_PATH, DEMO_THRESHOLD_OVERRIDES, header)
 
 
+DEMO_THRESHOLDS_ORIGIN = "the demo submission's own thresholds (the shipped file with intrada.demo's overrides)"
+
+
 def demo_thresholds() -> Thresholds:
     """The demo submission's thresholds (what its thresholds.toml says), without writing it."""
     import tomllib
 
-    return parse(DEFAULT_PATH, tomllib.loads(demo_thresholds_text()))
+    return parse(DEFAULT_PATH, tomllib.loads(demo_thresholds_text()), origin=DEMO_THRESHOLDS_ORIGIN)
 
 
 def write_demo(out_dir: str | os.PathLike[str], *, n_images: int | None = None, seed: int = DEMO_SEED) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..parity.compare import Limits
+from ..parity.noise import DerivedLimits, derive_limits
 from ..core.errors import ThresholdsError
 from .requirements import parse_gate_list
 from .verdict import GATES, AccuracyLimits
@@ -91,8 +92,9 @@ class Thresholds:
     """Read-only view: ``t.get("accuracy", "min_miou")`` and ``t.source(...)``."""
 
     def __init__(self, path: Path, values: dict[str, dict[str, Any]], sources: dict[str, dict[str, str]],
-                 devices: list[DeviceTarget]) -> None:
+                 devices: list[DeviceTarget], origin: str | None = None) -> None:
         self.path = path
+        self.origin = origin or str(path)  # what to call them in messages and reports
         self._values = values
         self._sources = sources
         self.devices = devices
@@ -122,13 +124,23 @@ class Thresholds:
         return Limits(min_cosine=o["min_cosine"], max_rel_euclidean=o["max_rel_euclidean"], max_kl=o["max_kl"],
                       min_argmax_agreement=o["min_argmax_agreement"])
 
-    def openvino_limits(self, precision: str) -> Limits:
-        """fp32 within the fp32 limits; bf16 (8 mantissa bits) on the main-head argmax only."""
+    def derived_limits(self, floor: float, outer: Limits | None = None) -> DerivedLimits:
+        """The limits an fp32 runtime is judged by: ``noise_factor`` x the measured float32 noise
+        floor (at least ``noise_min_floor``), inside ``outer`` (default: the fixed [parity] limits).
+        The one derivation (intrada.parity.noise.derive_limits) every fp32 comparison uses."""
+        p = self._values["parity"]
+        return derive_limits(floor, factor=float(p["noise_factor"]), outer=outer or self.parity_limits(),
+                             minimum=float(p["noise_min_floor"]))
+
+    def openvino_limits(self, precision: str, floor: float | None = None) -> Limits:
+        """bf16 (8 mantissa bits): the main-head argmax only. fp32: the [openvino] limits, and within
+        them the limits derived from the measured noise ``floor`` when it is given."""
         o = self._values["openvino"]
         if precision == "bf16":
             return Limits(min_argmax_agreement=o["bf16_min_argmax_agreement"])
-        return Limits(max_abs_over_scale=o["max_abs_over_scale"], min_cosine=o["min_cosine"],
-                      min_argmax_agreement=o["min_argmax_agreement"])
+        fixed = Limits(max_abs_over_scale=o["max_abs_over_scale"], min_cosine=o["min_cosine"],
+                       min_argmax_agreement=o["min_argmax_agreement"])
+        return fixed if floor is None else self.derived_limits(floor, outer=fixed).limits
 
     @property
     def required_gates(self) -> tuple[str, ...]:
@@ -142,7 +154,7 @@ class Thresholds:
         return None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path),
+        return {"path": str(self.path), "origin": self.origin,
                 **{s: {k: {"value": v, "source": self._sources[s][k]} for k, v in sec.items()}
                    for s, sec in self._values.items()},
                 "devices": [d.__dict__ for d in self.devices]}
@@ -163,7 +175,7 @@ def _check_type(path: Path, where: str, value: Any, t: type | tuple[type, ...]) 
                               "fix the value's type")
 
 
-def parse(path: Path, data: Mapping[str, Any]) -> Thresholds:
+def parse(path: Path, data: Mapping[str, Any], *, origin: str | None = None) -> Thresholds:
     values: dict[str, dict[str, Any]] = {}
     sources: dict[str, dict[str, str]] = {}
     unknown_sections = [s for s in data if s not in SCHEMA and s != "devices" and s != "meta"]
@@ -223,7 +235,7 @@ def parse(path: Path, data: Mapping[str, Any]) -> Thresholds:
         parse_gate_list(",".join(require), "certification.require")
     except ValueError as exc:
         raise ThresholdsError(path, str(exc), f"use some of {', '.join(GATES)}") from None
-    return Thresholds(path, values, sources, devices)
+    return Thresholds(path, values, sources, devices, origin)
 
 
 def _check_ranges(path: Path, v: dict[str, dict[str, Any]]) -> None:

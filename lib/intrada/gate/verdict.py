@@ -90,6 +90,22 @@ def not_judged(gate: str, subject: str, kind: str, reason: str, **details: Any) 
     return Verdict(gate, subject, kind, State.NOT_JUDGED, "", reason=reason, details=details)
 
 
+#: the kind of the not-judged verdicts made from :class:`NotJudged`
+ABSENT = "absent"
+
+
+class NotJudged(Exception):
+    """Raised where a check cannot be made because something it needs is absent (no --dumps, no
+    Ascend tool, no model): the gate records a not-judged verdict (kind :data:`ABSENT`) for every gate
+    the check belongs to, with this reason. The checks that can judge say "not judged" with
+    :func:`not_judged`; either way the report holds a verdict, and a required gate left with only
+    not-judged verdicts fails the run."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def _decide(gate: str, subject: str, kind: str, summary: str, failures: list[str],
             details: Mapping[str, Any], where: str | None = None) -> Verdict:
     state = State.FAILED if failures else State.PASSED

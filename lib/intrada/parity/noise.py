@@ -171,7 +171,7 @@ class DerivedLimits:
                 "min_cosine": self.limits.min_cosine, "min_argmax_agreement": self.limits.min_argmax_agreement}
 
 
-def parity_limits(floor: NoiseFloor | float, *, factor: float, outer: Limits,
+def derive_limits(floor: NoiseFloor | float, *, factor: float, outer: Limits,
                   minimum: float = MIN_FLOOR) -> DerivedLimits:
     """``max_abs_over_scale = min(outer, factor * max(floor, minimum))``; the other criteria are the
     outer ones unchanged (cosine and argmax agreement sit at the resolution of float32 already)."""
@@ -186,12 +186,3 @@ def parity_limits(floor: NoiseFloor | float, *, factor: float, outer: Limits,
     limits = Limits(max_abs_over_scale=limit, min_cosine=outer.min_cosine, max_rel_euclidean=outer.max_rel_euclidean,
                     max_kl=outer.max_kl, min_argmax_agreement=outer.min_argmax_agreement)
     return DerivedLimits(limits, value, factor, minimum, outer)
-
-
-def limits_from_thresholds(thresholds: Any, floor: NoiseFloor | float) -> DerivedLimits:
-    """[parity] of a thresholds file: its fixed limits as the outer bound, noise_factor and
-    noise_min_floor for the derivation."""
-    p = thresholds.section("parity")
-    outer = Limits(max_abs_over_scale=p["max_abs_over_scale"], min_cosine=p["min_cosine"],
-                   min_argmax_agreement=p["min_argmax_agreement"])
-    return parity_limits(floor, factor=float(p["noise_factor"]), outer=outer, minimum=float(p["noise_min_floor"]))

@@ -4,11 +4,7 @@ estimate of what ONNX Runtime will cost."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
 
 from ..core import protocol
 
@@ -37,9 +33,3 @@ def measure_matmul_gflops(n: int = 2048, repeats: int = 5) -> CpuRoofline:
         torch.mm(a, b)
         best = min(best, time.perf_counter() - t0)
     return CpuRoofline(2 * n**3 / best / 1e9, torch.get_num_threads())
-
-
-def make_batch(read: Callable[[str], Any], names: Sequence[str], batch_size: int) -> tuple[np.ndarray, list[str]]:
-    """A batch of real preprocessed images, cycling through the split when it has fewer images."""
-    chosen = [names[i % len(names)] for i in range(batch_size)]
-    return np.stack([read(n) for n in chosen]), chosen
