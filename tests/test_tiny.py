@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from intrada.core import protocol
-from intrada.core.errors import CheckpointError
+from intrada.core.errors import CheckpointError, IntradaError
 from intrada.dataset.preprocess import to_network_input
 from intrada.demo.checkpoint import make_tiny_checkpoint
 from intrada.demo.scene import demo_sample
@@ -67,5 +67,6 @@ def test_a_checkpoint_of_the_other_network_is_refused_by_name(tmp_path: Path) ->
 def test_the_environment_chooses_the_network() -> None:
     assert network_from_env({}) is DEEPLABV2 and DEEPLABV2.certifies
     assert network_from_env({ENV: "tiny"}) is TINY and not TINY.certifies
-    with pytest.raises(ValueError, match=f"{ENV}='resnet': expected one of {', '.join(NETWORKS)}"):
+    with pytest.raises(IntradaError, match=f"{ENV}: unknown network 'resnet'. Hint: use one of "
+                                           f"{', '.join(NETWORKS)}, or unset it"):
         network_from_env({ENV: "resnet"})

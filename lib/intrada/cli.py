@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from .core import protocol
 from .core.errors import IntradaError, os_error_line
+from .model.network import network_from_env
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,7 +44,7 @@ def cmd_pth2onnx(args: argparse.Namespace) -> int:
     from .model.checkpoint import load_model
     from .model.onnx_export import export_onnx, inspect_onnx
 
-    model, ckpt = load_model(args.checkpoint)
+    model, ckpt = load_model(args.checkpoint, network=network_from_env())
     if ckpt.remap:
         print(f"{ckpt.path}: {ckpt.remap}", file=sys.stderr)
     out = export_onnx(model, args.output, opset=args.opset)
@@ -150,7 +151,7 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .gate.submission import write_demo
 
-    out = write_demo(args.out_dir, n_images=args.images)
+    out = write_demo(args.out_dir, n_images=args.images, network=network_from_env())
     print(f"wrote the demo submission to {out}: checkpoint.pth, cityscapes/, thresholds.toml\n"
           f"judge it: pytest acceptance --weights {out}/checkpoint.pth --cityscapes {out}/cityscapes "
           f"--thresholds {out}/thresholds.toml")
@@ -213,7 +214,7 @@ def cmd_diff_layers(args: argparse.Namespace) -> int:
     thresholds = load_thresholds(args.thresholds)
     image, name = _diff_image(args)  # the cheap checks first
     onnx_model = load_onnx(args.onnx)
-    model, ckpt = load_model(args.checkpoint)
+    model, ckpt = load_model(args.checkpoint, network=network_from_env())
     if ckpt.remap:
         print(f"{ckpt.path}: {ckpt.remap}", file=sys.stderr)
     floor = measure_noise_floor(model, [image], crop=args.floor_crop)

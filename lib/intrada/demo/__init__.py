@@ -39,12 +39,14 @@ tests/test_demo.py pins the two-image numbers, so a change here has to be re-mea
 """
 from __future__ import annotations
 
+from typing import Any
+
 from ..core import protocol
-from .checkpoint import make_checkpoint
+from .checkpoint import make_checkpoint, make_tiny_checkpoint
 from .scene import DEMO_CITIES, DEMO_IMAGES, DEMO_SEED, DemoSample, demo_sample, make_cityscapes
 
 __all__ = ["DEMO_SEED", "DEMO_IMAGES", "DEMO_CITIES", "DEMO_THRESHOLD_OVERRIDES", "DemoSample", "demo_sample",
-           "make_cityscapes", "make_checkpoint"]
+           "make_cityscapes", "make_checkpoint", "make_demo_checkpoint"]
 
 
 # Thresholds of the demo submission, each with the measurement it comes from (numbers in the module
@@ -66,3 +68,12 @@ DEMO_THRESHOLD_OVERRIDES: dict[str, tuple[object, str]] = {
                        "decides it (3 rounds cost 12 full forwards at bs1 and bs2, ~50 s on 2 cores); a real "
                        "submission's thresholds file keeps 3"),
 }
+
+
+def make_demo_checkpoint(network: str, seed: int = DEMO_SEED) -> Any:
+    """The demo's weights for the network named ``network`` (intrada.model.network): the DeepLabv2 of
+    :func:`make_checkpoint`, or TinyIntraDA's (:func:`intrada.demo.checkpoint.make_tiny_checkpoint`)."""
+    makers = {"deeplabv2": make_checkpoint, "tiny": make_tiny_checkpoint}
+    if network not in makers:
+        raise ValueError(f"no demo checkpoint for network {network!r}; known: {', '.join(makers)}")
+    return makers[network](seed)

@@ -19,6 +19,7 @@ from ..core import protocol
 from ..cache.fingerprint import code_identity, stat_fingerprint
 from ..cache.store import ArtifactCache
 from ..dataset.cityscapes import Sample, list_samples
+from ..model.network import DEEPLABV2, Network
 from ..core.hashing import cached_file_sha256
 from .thresholds import Thresholds
 
@@ -73,34 +74,34 @@ def resolve_submission(cfg: Any, demo_dir: Path | None) -> Submission:
     return Submission(weights, cfg.onnx, root, thresholds, tuple(samples), cfg.demo_model, cfg.demo_data, subset)
 
 
-def demo_entry(cache: ArtifactCache) -> Path:
-    """The embedded demo submission (checkpoint.pth, cityscapes/, thresholds.toml) in ``cache``."""
+def demo_entry(cache: ArtifactCache, network: Network = DEEPLABV2) -> Path:
+    """The embedded demo submission (checkpoint.pth for ``network``, cityscapes/, thresholds.toml) in ``cache``."""
     from .. import demo
     from .thresholds import DEFAULT_PATH
 
-    parts = {"seed": demo.DEMO_SEED, "images": demo.DEMO_IMAGES, **code_identity(demo_entry),
-             "thresholds": cached_file_sha256(DEFAULT_PATH)[:16]}
+    parts = {"seed": demo.DEMO_SEED, "images": demo.DEMO_IMAGES, "network": network.name,
+             **code_identity(demo_entry), "thresholds": cached_file_sha256(DEFAULT_PATH)[:16]}
 
     def build(tmp: Path) -> dict[str, Any]:
         from .submission import write_demo
 
-        write_demo(tmp)
+        write_demo(tmp, network=network)
         return {"images": demo.DEMO_IMAGES}
 
     return cache.get_or_build("demo", parts, build, description="demo submission").path
 
 
 # -- model artifacts ---------------------------------------------------------------------------------
-def onnx_export_entry(cache: ArtifactCache, weights: Path) -> Path:
+def onnx_export_entry(cache: ArtifactCache, weights: Path, network: Network = DEEPLABV2) -> Path:
     """ONNX export of ``weights`` in ``cache``, keyed by the checkpoint's sha256, opset, the exporter's
     code and library versions. The checkpoint is loaded on a cache miss only."""
     from ..model import checkpoint, onnx_export
 
     parts = {"checkpoint_sha256": cached_file_sha256(weights), "opset": protocol.DEFAULT_OPSET,
-             **code_identity(onnx_export_entry)}
+             "network": network.name, **code_identity(onnx_export_entry)}
 
     def build(tmp: Path) -> dict[str, Any]:
-        onnx_export.export_onnx(checkpoint.load_model(weights)[0], tmp / "model.onnx")
+        onnx_export.export_onnx(checkpoint.load_model(weights, network=network)[0], tmp / "model.onnx")
         return {"checkpoint": str(weights), "opset": protocol.DEFAULT_OPSET}
 
     return cache.get_or_build("onnx", parts, build, description="ONNX export").file("model.onnx")
@@ -228,7 +229,8 @@ def evaluation_entry(cache: ArtifactCache, samples: Sequence[Sample], dumps: Any
     return json.loads(entry.file("score.json").read_text())  # type: ignore[no-any-return]
 
 
-def noise_floor_entry(cache: ArtifactCache, weights: Path, bins: Bins, samples: Sequence[Sample]) -> dict[str, Any]:
+def noise_floor_entry(cache: ArtifactCache, weights: Path, bins: Bins, samples: Sequence[Sample],
+                      network: Network = DEEPLABV2) -> dict[str, Any]:
     """The float32 rounding noise of ``weights`` on ``samples`` (intrada.parity.noise: float32 vs float64
     forward on the centre ``noise.GATE_CROP`` of each image), keyed by everything that moves it:
     checkpoint, images, crop, threads, code and library versions."""
@@ -239,12 +241,13 @@ def noise_floor_entry(cache: ArtifactCache, weights: Path, bins: Bins, samples: 
 
     names = [s.name for s in samples]
     parts = {"checkpoint_sha256": cached_file_sha256(weights), **inputs_key(bins, names), "names": names,
-             "crop": list(noise.GATE_CROP), "threads": torch.get_num_threads(), **code_identity(noise_floor_entry)}
+             "crop": list(noise.GATE_CROP), "network": network.name, "threads": torch.get_num_threads(),
+             **code_identity(noise_floor_entry)}
 
     def build(tmp: Path) -> dict[str, Any]:
         from ..dataset.preprocess import read_bin
 
-        net = checkpoint.load_model(weights)[0]
+        net = checkpoint.load_model(weights, network=network)[0]
         floor = noise.measure_noise_floor(net, [read_bin(bins.path(n)) for n in names], crop=noise.GATE_CROP)
         (tmp / "floor.json").write_text(json.dumps({**floor.as_dict(), "report": floor.report()}, indent=1))
         return {"floor": floor.max_abs_over_scale}

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..core.errors import ThresholdsError
+from ..core.errors import IntradaError, ThresholdsError
 from ..core.fs import not_writable, os_reason
 from ..model.network import DEEPLABV2, Network, network_from_env
 from .requirements import parse_gate_list
@@ -165,7 +165,7 @@ def build_config(options: Mapping[str, Any], rootdir: Path, env: Mapping[str, st
         raise ConfigError(f"--thresholds: {exc}") from None
     try:
         network = network_from_env(env)
-    except ValueError as exc:
+    except IntradaError as exc:
         raise ConfigError(str(exc)) from None
     cache = opt("cache_dir") or env.get("INTRADA_CACHE_DIR") or str(rootdir / ".cache" / "intrada")
     _writable_dir("--cache-dir" if opt("cache_dir") else "INTRADA_CACHE_DIR" if env.get("INTRADA_CACHE_DIR")

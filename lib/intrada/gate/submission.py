@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..core.atomic import atomic_dir
 from ..core.errors import IntradaError
-from ..demo import DEMO_IMAGES, DEMO_SEED, DEMO_THRESHOLD_OVERRIDES, make_checkpoint, make_cityscapes
+from ..demo import DEMO_IMAGES, DEMO_SEED, DEMO_THRESHOLD_OVERRIDES, make_cityscapes, make_demo_checkpoint
+from ..model.network import DEEPLABV2, Network
 from .thresholds import DEFAULT_PATH, Thresholds, parse, with_overrides
 
 
@@ -30,8 +31,9 @@ def demo_thresholds() -> Thresholds:
     return parse(DEFAULT_PATH, tomllib.loads(demo_thresholds_text()), origin=DEMO_THRESHOLDS_ORIGIN)
 
 
-def write_demo(out_dir: str | os.PathLike[str], *, n_images: int | None = None, seed: int = DEMO_SEED) -> Path:
-    """Write the demo submission: ``checkpoint.pth``, ``cityscapes/`` and ``thresholds.toml``.
+def write_demo(out_dir: str | os.PathLike[str], *, n_images: int | None = None, seed: int = DEMO_SEED,
+               network: Network = DEEPLABV2) -> Path:
+    """Write the demo submission: ``checkpoint.pth`` (for ``network``), ``cityscapes/`` and ``thresholds.toml``.
 
     ``out_dir`` must not exist or be empty. Everything is written to a temporary sibling first and
     renamed into place, so an interrupted run never leaves a half-written submission behind.
@@ -45,7 +47,7 @@ def write_demo(out_dir: str | os.PathLike[str], *, n_images: int | None = None, 
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out) as tmp:
         make_cityscapes(tmp / "cityscapes", n_images=n, seed=seed)
-        save_state_dict(make_checkpoint(seed), tmp / "checkpoint.pth")
+        save_state_dict(make_demo_checkpoint(network.name, seed), tmp / "checkpoint.pth")
         header = (f"Thresholds of the embedded demo submission (seed {seed}, {n} synthetic images):\n"
                   "the shipped lib/intrada/data/thresholds.toml with the entries below replaced, "
                   "each with its measurement.")

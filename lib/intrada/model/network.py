@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.errors import IntradaError
+
 ENV = "INTRADA_NETWORK"
 
 
@@ -50,5 +52,6 @@ def network_from_env(environ: Mapping[str, str] | None = None) -> Network:
     """The network the environment declares (:data:`ENV`), DeepLabv2 when it declares none."""
     name = (os.environ if environ is None else environ).get(ENV, "").strip() or DEEPLABV2.name
     if name not in NETWORKS:
-        raise ValueError(f"{ENV}={name!r}: expected one of {', '.join(NETWORKS)}")
+        raise IntradaError(ENV, f"unknown network {name!r}", f"use one of {', '.join(NETWORKS)}, or unset it "
+                           f"(the submission's {DEEPLABV2.name})")
     return NETWORKS[name]
