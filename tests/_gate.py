@@ -62,6 +62,10 @@ GATE_ARGS = (str(REPO / "acceptance"), "-c", str(REPO / "pytest.ini"), "--rootdi
 SEED_ARGS = ("--benchmark-disable", "--batch-sizes", "1")
 # Run id variable read by fixtures/artifacts.py (pytest-xdist's name: all workers of a run share it).
 RUN_ID_ENV = "PYTEST_XDIST_TESTRUNUID"
+# The environment that puts the gate on TinyIntraDA (intrada.model.network): for runs whose point is
+# the gate's mechanics (caching, locks, workers, exit codes), not the numbers of the real network.
+TINY = {"INTRADA_NETWORK": "tiny"}
+TINY_CACHE = SESSION_CACHE.with_name(SESSION_CACHE.name + "-tiny")
 _KEY_RE = re.compile(r"^[0-9a-f]{20}$")  # intrada.cache.manifest.KEY_HEX_CHARS, checked in seed_cache
 
 
@@ -152,14 +156,16 @@ class GateRun:
 
 
 def run_gate(workdir: Path, *args: str, cache: Path | None, report: Path | None = None,
-             subprocess: bool = False, timeout: float = 900) -> GateRun:
+             subprocess: bool = False, timeout: float = 900, env: dict[str, str] | None = None) -> GateRun:
     """`pytest acceptance --cache-dir CACHE --report DIR ARGS...` run from ``workdir``, in this process
-    (default) or in a subprocess. ``report`` defaults to a fresh directory under ``workdir``;
-    ``cache=None`` passes no --cache-dir (the test's own --cache-dir or $INTRADA_CACHE_DIR decides)."""
+    (default) or in a subprocess, with ``env`` added to the environment (:data:`TINY`: the test
+    network). ``report`` defaults to a fresh directory under ``workdir``; ``cache=None`` passes no
+    --cache-dir (the test's own --cache-dir or $INTRADA_CACHE_DIR decides)."""
     report = report or workdir / f"report-{time.monotonic_ns()}"
     argv = [f"--basetemp={workdir / f'basetemp-{time.monotonic_ns()}'}", *GATE_ARGS,
             *(["--cache-dir", str(cache)] if cache is not None else []), "--report", str(report), *args]
-    result = run_subprocess(argv, workdir, timeout) if subprocess else run_inprocess(argv, workdir)
+    with _env(**(env or {})):
+        result = run_subprocess(argv, workdir, timeout) if subprocess else run_inprocess(argv, workdir)
     return GateRun.of(result, report)
 
 
@@ -177,13 +183,15 @@ def run_subprocess(argv: list[str], workdir: Path, timeout: float) -> pytest.Run
                             time.perf_counter() - t0)
 
 
-def demo_entry() -> Path:
+def demo_entry(tiny: bool = False) -> Path:
     """The embedded demo submission in the session cache (built on first use): checkpoint.pth,
-    cityscapes/, thresholds.toml. Cheaper than the seed: no artifact but the demo itself."""
-    from intrada.gate.artifacts import demo_entry as entry
+    cityscapes/, thresholds.toml; for TinyIntraDA in the tiny session cache with ``tiny``. Cheaper
+    than a seed: no artifact but the demo itself."""
     from intrada.cache.store import ArtifactCache
+    from intrada.gate.artifacts import demo_entry as entry
+    from intrada.model.network import DEEPLABV2, TINY as TINY_NETWORK
 
-    return entry(ArtifactCache(SESSION_CACHE))
+    return entry(ArtifactCache(TINY_CACHE if tiny else SESSION_CACHE), TINY_NETWORK if tiny else DEEPLABV2)
 
 
 # -- the session seed -----------------------------------------------------------------------------------
@@ -269,10 +277,28 @@ def run_inprocess(argv: list[str], workdir: Path) -> pytest.RunResult:
                             time.perf_counter() - t0)
 
 
-def run_gate_here(workdir: Path, *args: str, cache: Path, run_id: str | None = None) -> GateRun:
+def run_gate_here(workdir: Path, *args: str, cache: Path, run_id: str | None = None,
+                  env: dict[str, str] | None = None) -> GateRun:
     """:func:`run_gate` in this process, its cache events tagged with ``run_id`` (for fixtures)."""
     with _env(**({RUN_ID_ENV: run_id} if run_id is not None else {})):
-        return run_gate(workdir, *args, cache=cache)
+        return run_gate(workdir, *args, cache=cache, env=env)
+
+
+def build_tiny_seed(workdir: Path) -> GateSeed:
+    """The seed's default run on TinyIntraDA (:data:`TINY`), in the tiny session cache: the artifacts
+    the suite's tests of mechanics (kill -9, xdist, the warm re-run, exit codes) start from."""
+    from intrada.cache.events import read_events
+
+    t0 = time.perf_counter()
+    run_id = f"tiny-seed-{uuid.uuid4().hex[:12]}"
+    default = run_gate_here(workdir, *SEED_ARGS, cache=TINY_CACHE, run_id=run_id, env=TINY)
+    if default.ret != 0:
+        pytest.fail(f"the tiny session seed run failed:\n{default.tail()}", pytrace=False)
+    keys = frozenset((e["kind"], e["key"]) for e in read_events(TINY_CACHE, run_id=run_id)
+                     if e["event"] in ("hit", "build"))
+    demo = Path(default.report["sections"]["artifacts.checkpoint"]["path"]).parent
+    onnx = Path(default.report["sections"]["artifacts.onnx"]["path"])
+    return GateSeed(TINY_CACHE, demo, onnx, default, run_id, keys, time.perf_counter() - t0)
 
 
 def build_session_seed(workdir: Path) -> GateSeed:

@@ -41,6 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # `pytest -m "not slow"` runs in this process on toy models, crops and the meta device.
 SLOW_FIXTURES = frozenset({
     "gate_seed", "own_cache", "demo",  # the gate on the embedded demo (tests/_gate.py, test_robustness.py)
+    "tiny_seed", "tiny_demo",  # the gate on the demo for TinyIntraDA (cheap, but a whole gate run)
     "exported_onnx", "big_io",  # the full export of the random checkpoint and its forwards
     "demo_model",  # tests/test_layerdiff.py: the demo network on crops and full images
     "net",  # tests/test_demo.py: the demo network on full images
@@ -297,6 +298,16 @@ def gate_seed(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from _gate import build_session_seed
 
     return build_session_seed(tmp_path_factory.mktemp("gate-seed"))
+
+
+@pytest.fixture(scope="session")
+def tiny_seed(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The tiny session cache with the embedded demo's artifacts for TinyIntraDA, built by running the
+    gate on it in this process (tests/_gate.py: build_tiny_seed): what the tests of the gate's
+    mechanics start from."""
+    from _gate import build_tiny_seed
+
+    return build_tiny_seed(tmp_path_factory.mktemp("tiny-seed"))
 
 
 @pytest.fixture

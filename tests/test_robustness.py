@@ -42,7 +42,7 @@ import pytest
 import torch
 from PIL import Image
 
-from _gate import GATE_ARGS, GateRun, demo_entry, link_tree, seed_cache
+from _gate import GATE_ARGS, TINY, GateRun, demo_entry, link_tree, seed_cache
 from _gate import run_gate as _run_gate
 from _hostile import Payload, as_nobody, traversable_tmp
 from _report import accuracy
@@ -71,6 +71,13 @@ def seeded_cache(root: Path, demo: Path) -> Path:
     return seed_cache(root, demo.parent.parent, keys=frozenset({("demo", demo.name)}))
 
 
+@pytest.fixture(scope="session")
+def tiny_demo() -> Path:
+    """The demo entry for TinyIntraDA, in the tiny session cache: for the runs whose point is the
+    cache's mechanics (kill -9, xdist), not the real network's numbers."""
+    return demo_entry(tiny=True)
+
+
 @pytest.fixture
 def own_demo_cache(tmp_path: Path, demo: Path) -> Path:
     """This test's fresh cache, seeded with the demo only (its bad-input runs build at most bins)."""
@@ -97,8 +104,9 @@ def temp_dirs(cache: Path, kind: str | None = None) -> list[Path]:
 Gate = GateRun
 
 
-def run_gate(tmp_path: Path, *args: str, cache: Path | None = None, subprocess: bool = False) -> Gate:
-    return _run_gate(tmp_path, "--benchmark-disable", *args, cache=cache, subprocess=subprocess, timeout=600)
+def run_gate(tmp_path: Path, *args: str, cache: Path | None = None, subprocess: bool = False,
+             env: dict[str, str] | None = None) -> Gate:
+    return _run_gate(tmp_path, "--benchmark-disable", *args, cache=cache, subprocess=subprocess, timeout=600, env=env)
 
 
 def assert_usage_error(gate: Gate, *needles: str) -> str:
@@ -668,10 +676,11 @@ def test_full_cache_disk_while_preprocessing_is_one_line(tmp_path: Path, demo: P
 
 
 # -- 2. kill -9 during each artifact build -------------------------------------------------------------
-def _start(cache: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
+def _start(cache: Path, log: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "pytest", *GATE, "--cache-dir", str(cache), *args],
-                                cwd=log.parent, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                cwd=log.parent, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **(env or {})})
 
 
 def _wait_for(what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path,
@@ -704,21 +713,23 @@ def _verify_entries(cache: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
-def test_kill9_during_each_build_then_a_clean_run(tmp_path: Path, demo: Path) -> None:
+def test_kill9_during_each_build_then_a_clean_run(tmp_path: Path, tiny_demo: Path) -> None:
     """`pytest acceptance -m accuracy` killed (SIGKILL to its process group) while it builds the ONNX
     export, then the bins, then the runner outputs; each time no entry of that kind exists and its temp
     dir is left. The next run (in this process: it needs no process of its own) removes the stale temp
-    dirs, builds each artifact once and passes."""
-    cache = seeded_cache(tmp_path / "cache", demo)
+    dirs, builds each artifact once and passes. On TinyIntraDA (the same builders and cache): the
+    kills land in the cache's code, not in the network's."""
+    cache = seeded_cache(tmp_path / "cache", tiny_demo)
     log = tmp_path / "gate.log"
-    args = ("-m", "accuracy", "--max-images", "2", "-p", "no:xdist")
-    # For outputs, wait for a first written file: the kill then lands mid-artifact. The bins of two
-    # images are written within milliseconds of each other, and the export writes its one file at
-    # the end, so those two are killed as soon as their temp dir exists.
+    args = ("-m", "accuracy", "-p", "no:xdist")
+    # For outputs, wait for a first written file: the kill then lands mid-artifact (the tiny network
+    # writes the 8 images' outputs over ~0.1 s or more; the poll runs every 5 ms). The export writes its
+    # one file at the end and the bins' workers write theirs within milliseconds of each other, so those
+    # two are killed as soon as their temp dir exists.
     stages = {"onnx": False, "bins": False, "outputs": True}
     killed: dict[str, Path] = {}
     for kind, wait_for_file in stages.items():
-        proc = _start(cache, log, *args)
+        proc = _start(cache, log, *args, env=TINY)
 
         def building(kind: str = kind, wait_for_file: bool = wait_for_file) -> bool:
             for t in temp_dirs(cache, kind):
@@ -738,7 +749,7 @@ def test_kill9_during_each_build_then_a_clean_run(tmp_path: Path, demo: Path) ->
     assert entries(cache, "onnx") and entries(cache, "bins"), "each rerun got past the previous kill"
 
     t0 = time.time()
-    final = run_gate(tmp_path, *args, cache=cache)
+    final = run_gate(tmp_path, *args, cache=cache, env=TINY)
     assert final.ret == 0, final.tail()
     data = final.report
     assert data["verdicts"]["accuracy"]["verdict"] == "PASS"
@@ -764,7 +775,8 @@ def test_kill9_during_each_build_then_a_clean_run(tmp_path: Path, demo: Path) ->
 
 # -- 3. four xdist workers ------------------------------------------------------------------------------
 PROBE = textwrap.dedent('''
-    """Records, per xdist worker, the artifact each fixture handed to the tests and the sha256 of its bytes."""
+    """Records, per xdist worker, that its session started and the artifact each fixture handed to the
+    tests, with the sha256 of its bytes."""
     import hashlib, json, os
     from pathlib import Path
     import pytest
@@ -778,6 +790,11 @@ PROBE = textwrap.dedent('''
             h.update(f.relative_to(path).as_posix().encode() if f != path else b"")
             h.update(hashlib.sha256(f.read_bytes()).digest())
         return h.hexdigest()
+
+    def pytest_sessionstart(session):
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        if worker:
+            (Path(os.environ["INTRADA_PROBE_DIR"]) / f"{worker}.started").touch()
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(fixturedef, request):
@@ -795,30 +812,62 @@ PROBE = textwrap.dedent('''
     ''')
 
 
+def _onnx_lock(cache: Path, weights: Path) -> Path:
+    """The lock file of the ONNX export entry that ``weights`` make on TinyIntraDA: its key computed
+    by the builder itself (a cache that records the key parts and builds nothing)."""
+    from intrada.cache.store import ArtifactCache
+    from intrada.gate.artifacts import onnx_export_entry
+    from intrada.model.network import TINY as TINY_NETWORK
+
+    class Asked(Exception):
+        pass
+
+    class Recorder(ArtifactCache):
+        def get_or_build(self, kind, parts, build, *, description=""):  # type: ignore[no-untyped-def]
+            raise Asked(self.key(kind, parts))
+
+    with pytest.raises(Asked) as asked:
+        onnx_export_entry(Recorder(cache), weights, TINY_NETWORK)
+    return cache / "onnx" / f".{asked.value.args[0]}.lock"
+
+
 @pytest.mark.slow
-def test_four_xdist_workers_build_each_artifact_once(tmp_path: Path, gate_seed: Any,
+def test_four_xdist_workers_build_each_artifact_once(tmp_path: Path, tiny_demo: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """`pytest acceptance -n 4`: session fixtures run in every worker, so up to four processes ask for the
     same export, bins and outputs at once. Each is built once (one build event per key), the others
     wait on the lock or hit, and every worker's fixtures hand its tests the same bytes.
 
-    The cache holds the demo and, as donors, the session seed's runner outputs (other keys: 8 and 2
-    images). The export is built here, byte-identical to the seed's, so each 1-image outputs entry is
-    still built once under its lock, by linking the donor's files (intrada.gate.artifacts.outputs_entry)
-    instead of running ONNX Runtime, PyTorch and OpenVINO again (~16 s of forwards on 2 cores)."""
-    donors = frozenset(k for k in gate_seed.keys if k[0] in ("demo", "outputs"))
-    cache = seed_cache(tmp_path / "cache", gate_seed.cache, keys=donors)
+    On TinyIntraDA (the same builders, cache and plugin): its export takes a fraction of a second, so
+    contention is made certain rather than left to timing. This test holds the export's lock (the key
+    computed by the builder itself) until every worker's session has started and a moment more; the
+    workers that ask for the export meanwhile wait, then one builds it and the others find it."""
+    from intrada.cache.lock import new_lock
+
+    cache = seeded_cache(tmp_path / "cache", tiny_demo)
     probe_dir = tmp_path / "probe"
     probe_dir.mkdir()
     (tmp_path / "intrada_probe.py").write_text(PROBE)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("INTRADA_PROBE_DIR", str(probe_dir))
-    # one image: the contention is over the artifacts, not over how many images they hold
-    gate = run_gate(tmp_path, "-n", "4", "-p", "intrada_probe", "-m", "parity or accuracy", "--max-images", "1",
-                    cache=cache, subprocess=True)
-    assert gate.ret == 0, gate.tail()
-    assert gate.report["verdicts"]["parity"]["verdict"] == "PASS"
-    assert gate.report["verdicts"]["accuracy"]["verdict"] == "PASS"
+    lock_path = _onnx_lock(cache, tiny_demo / "checkpoint.pth")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = new_lock(lock_path)
+    lock.acquire()
+    log = tmp_path / "gate.log"
+    report = tmp_path / "report"
+    try:
+        # one image: the contention is over the artifacts, not over how many images they hold
+        proc = _start(cache, log, "--benchmark-disable", "-n", "4", "-p", "intrada_probe", "-m", "parity or accuracy",
+                      "--max-images", "1", "--report", str(report), env=TINY)
+        _wait_for("every worker's session started", lambda: len(list(probe_dir.glob("gw*.started"))) == 4, proc, log)
+        time.sleep(1.0)  # the workers go on to their first tests, which ask for the export
+    finally:
+        lock.release()
+    assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
+    data = json.loads((report / "report.json").read_text())
+    assert data["verdicts"]["parity"]["verdict"] == "PASS"
+    assert data["verdicts"]["accuracy"]["verdict"] == "PASS"
 
     events = read_events(cache)
     runs = {e["run"] for e in events}
@@ -837,11 +886,11 @@ def test_four_xdist_workers_build_each_artifact_once(tmp_path: Path, gate_seed: 
         assert all(e["event"] in ("hit", "wait") for e in evs if e["pid"] != builder), (kind, evs)
     kinds = Counter(kind for kind, _ in by_key)
     assert kinds["onnx"] == 1 and kinds["bins"] == 1 and kinds["outputs"] >= 2, kinds  # ORT and torch (+ OpenVINO)
-    built = [json.loads((cache / k / key / "manifest.json").read_text()) for (k, key) in by_key if k == "outputs"]
-    assert built and all(m["info"]["reused"] == 1 for m in built), [m["info"] for m in built]  # linked, not run
-    onnx_events = next(v for (k, _), v in by_key.items() if k == "onnx")
+    (onnx_key,) = [key for kind, key in by_key if kind == "onnx"]
+    assert lock_path.name == f".{onnx_key}.lock"  # the lock this test held is the export's
+    onnx_events = by_key[("onnx", onnx_key)]
     assert len({e["pid"] for e in onnx_events}) >= 3, onnx_events
-    assert any(e["event"] == "wait" for e in onnx_events), "nobody waited for the export: no contention tested"
+    assert len([e for e in onnx_events if e["event"] == "wait"]) >= 2, onnx_events  # the held lock was waited on
 
     seen = [json.loads(p.read_text()) for p in sorted(probe_dir.glob("gw*.json"))]
     assert len(seen) == 4

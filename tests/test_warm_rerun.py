@@ -1,13 +1,13 @@
-"""Issue 5 target 3: a warm re-run of `pytest acceptance` rebuilds nothing.
+"""A warm re-run of `pytest acceptance` rebuilds nothing.
 
-Checked by the cache's own counters, not by a clock: `pytest acceptance` runs twice against the
-session's artifact cache (the repository's, which acceptance/ of the README's `pytest` uses), each
-run tagged with its own run id (the gate's cache writes it into every line of events.jsonl), and the
-second run must show zero builds and hit exactly the entries the first run used (so every key is
-stable across processes and the event filter really caught the run). The first run is the session
-seed (tests/_gate.py, in the suite's process; it may already be warm, if not it builds what
-everything else reuses); the second is a new process, as a user's re-run is. Its exit code 0 is
-also the embedded submission's `pytest acceptance` passing as a shell sees it.
+Checked by the cache's own counters, not by a clock: `pytest acceptance` runs twice against one
+artifact cache, each run tagged with its own run id (the gate's cache writes it into every line of
+events.jsonl), and the second run must show zero builds and hit exactly the entries the first run
+used (so every key is stable across processes and the event filter really caught the run). The
+first run is the tiny session seed (tests/_gate.py, in the suite's process: the demo on TinyIntraDA,
+the same builders, cache and plugin as the real network's, whose keys cannot tell which network made
+them apart from its name); the second is a new process, as a user's re-run is, with exit code 0 as a
+shell sees it.
 
 Both runs pass --benchmark-disable --batch-sizes 1 (tests/_gate.py SEED_ARGS): the perf gate still
 runs ONNX Runtime once and checks its outputs, but does not time it (inference is not artifact work,
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from _gate import RUN_ID_ENV, SEED_ARGS, GateSeed
+from _gate import RUN_ID_ENV, SEED_ARGS, TINY, GateSeed
 from intrada.cache.events import CacheStats, read_events
 from intrada.core.hashing import file_sha256
 
@@ -80,15 +80,15 @@ def run_acceptance(workdir: Path, cache: Path, run_id: str, *extra: str, env: di
     return proc, time.perf_counter() - start
 
 
-def test_warm_rerun_builds_nothing(tmp_path: Path, gate_seed: GateSeed) -> None:
-    cache = gate_seed.cache
-    first_id, second_id = gate_seed.default_run_id, f"warm-rerun-2-{uuid.uuid4().hex[:12]}"
-    assert gate_seed.default.ret == 0, gate_seed.default.tail()
+def test_warm_rerun_builds_nothing(tmp_path: Path, tiny_seed: GateSeed) -> None:
+    cache = tiny_seed.cache
+    first_id, second_id = tiny_seed.default_run_id, f"warm-rerun-2-{uuid.uuid4().hex[:12]}"
+    assert tiny_seed.default.ret == 0, tiny_seed.default.tail()
 
     (tmp_path / "warm_rerun_timing.py").write_text(TIMING_PLUGIN)
     times_file = tmp_path / "fixture_times.json"
     path = [str(tmp_path), str(REPO / "lib"), os.environ.get("PYTHONPATH")]  # the plugin; this checkout's gate
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, path)), "INTRADA_FIXTURE_TIMES": str(times_file)}
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, path)), "INTRADA_FIXTURE_TIMES": str(times_file), **TINY}
     second, second_s = run_acceptance(tmp_path, cache, second_id, "-p", "warm_rerun_timing", env=env)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-2000:]
 
