@@ -2,8 +2,9 @@
 
 Nothing here imports an Ascend package at module level: ``import intrada.ascend`` works on any
 machine, and the ais_bench Python API is imported only when :class:`runners.AisBenchApiRunner`
-is activated. See ../shared/spec/modelzoo-and-ascend-tools.md (sections 4, 6 and 8) for the tool
-contracts these modules follow.
+is activated (or discovery is asked to check it). ais_bench ships in two generations, told apart by
+what they offer (:mod:`aisbench`). The tool contracts come from the tools' sources
+(github.com/Ascend/tools, github.com/Ascend/msit) and the CANN documentation, cited where used.
 
 Contract-test fakes of every tool live in tests/fakes/. The environment that uses them declares them
 (:mod:`provenance`, ``INTRADA_CONTRACT_FAKES``) and the fakes refuse to run undeclared, so a run on
