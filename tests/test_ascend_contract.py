@@ -1,10 +1,12 @@
 """Contract tests of the Ascend path, run against fakes of the Ascend tools (tests/fakes/).
 
-The fakes follow the documented command lines and file layouts of atc, npu-smi, ais_bench (CLI and
-Python API) and the legacy benchmark tool (../shared/spec/modelzoo-and-ascend-tools.md), run the
-om with ONNX Runtime, and misbehave on request (INTRADA_FAKE_* variables, see
-tests/fakes/python/intrada_fake_npu.py). These tests prove the command lines the gate builds, the
-files it reads, its skips, and that the om gate fails a broken om and passes a faithful one.
+The fakes follow the command lines, file layouts and APIs of atc, npu-smi, ais_bench (CLI and Python
+API, in both generations: github.com/Ascend/tools and github.com/Ascend/msit, each fake citing the
+source it imitates) and the legacy benchmark tool, run the om with ONNX Runtime, and misbehave on
+request (INTRADA_FAKE_* variables, see tests/fakes/python/intrada_fake_npu.py). These tests prove
+the command lines the gate builds, the files it reads, its skips, that the om gate fails a broken om
+and passes a faithful one, and that it does so with either ais_bench generation: every test that runs
+ais_bench takes the ``generation`` parameter (tests/_ascend_fakes.py).
 
 They are contract tests: they say nothing about a real device, and every record made on a fake
 says so (``contract_fake``, and "FAKE" in the device label).
@@ -15,6 +17,7 @@ import json
 import shutil
 import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -22,36 +25,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _ascend_fakes import (DECLARED, DEFAULT_GENERATION, FAKE_ATC_BIN, FAKE_BIN, FAKE_ENV_VARS, FAKES, GENERATIONS,
+                           acl_events, base_path, drop_fake_modules, fake_env, generation_path, tool_path)
 from _report import results
 from intrada import protocol
-from intrada.ascend import atc, parsers, provenance, runners, tools
-from intrada.ascend.device import AscendRunner
+from intrada.ascend import aisbench, atc, parsers, provenance, runners, tools
+from intrada.ascend.device import AscendRunner, stage_inputs
 from intrada.errors import ToolError
 from intrada.runners.base import RunnerError
 
 
 REPO = Path(__file__).resolve().parents[1]
-FAKES = Path(__file__).resolve().parent / "fakes"
-FAKE_BIN = FAKES / "bin"
-FAKE_ATC_BIN = FAKES / "ascend-toolkit" / "latest" / "bin"
-FAKE_PYTHON = FAKES / "python"
-FAKE_ENV_VARS = ("INTRADA_CONTRACT_FAKES", "INTRADA_FAKE_NPU_CHIP", "INTRADA_FAKE_NPU_DEVICES", "INTRADA_FAKE_NPU_OUTPUTS",
-                 "INTRADA_FAKE_NPU_NOISE", "INTRADA_FAKE_NPU_MS", "INTRADA_FAKE_NPU_FAIL", "INTRADA_FAKE_ATC_FAIL",
-                 "INTRADA_FAKE_NPU_MEMO")
-
-
-DECLARED = "atc,npu-smi,ais_bench,benchmark,om"
-
-
-def _base_path() -> str:
-    """A PATH with this interpreter (the fakes' shebang is python3) and the system dirs only."""
-    return os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])
-
-
-def _drop_fake_modules() -> None:
-    for name in list(sys.modules):
-        if name == "ais_bench" or name.startswith("ais_bench.") or name == "intrada_fake_npu":
-            del sys.modules[name]
+_base_path = base_path
+_drop_fake_modules = drop_fake_modules
 
 
 @pytest.fixture
@@ -70,16 +56,32 @@ def fake_npu_memo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fake-npu-memo")
 
 
-@pytest.fixture
-def fakes(monkeypatch: pytest.MonkeyPatch, no_ascend: None, fake_npu_memo: Path):
-    """Every fake reachable the way the real tools are: atc and npu-smi / benchmark on PATH, the
-    ais_bench package importable (in this process and in subprocesses)."""
-    monkeypatch.setenv("INTRADA_FAKE_NPU_MEMO", str(fake_npu_memo))
-    monkeypatch.setenv("PATH", os.pathsep.join([str(FAKE_ATC_BIN), str(FAKE_BIN), _base_path()]))
-    monkeypatch.setenv("PYTHONPATH", str(FAKE_PYTHON))
-    monkeypatch.setenv("INTRADA_CONTRACT_FAKES", DECLARED)  # the fakes run only where they are declared
-    monkeypatch.syspath_prepend(str(FAKE_PYTHON))
+@pytest.fixture(params=GENERATIONS)
+def generation(request: pytest.FixtureRequest) -> str:
+    """The ais_bench generation the fakes present (tests/_ascend_fakes.py)."""
+    return str(request.param)
+
+
+def use_generation(monkeypatch: pytest.MonkeyPatch, generation: str, frontend: Path | None = None) -> None:
+    """ais_bench of ``generation`` importable by subprocesses (PYTHONPATH) and by this process."""
+    paths = generation_path(generation, frontend)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(map(str, paths)))
+    for path in reversed(paths):
+        monkeypatch.syspath_prepend(str(path))
     _drop_fake_modules()
+
+
+@pytest.fixture
+def fakes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, no_ascend: None, fake_npu_memo: Path):
+    """Every fake reachable the way the real tools are: atc and npu-smi / benchmark on PATH, the
+    ais_bench package of the test's ``generation`` (default: msit's, what is installed today)
+    importable in this process and in subprocesses."""
+    callspec = getattr(request.node, "callspec", None)
+    gen = callspec.params.get("generation", DEFAULT_GENERATION) if callspec is not None else DEFAULT_GENERATION
+    monkeypatch.setenv("INTRADA_FAKE_NPU_MEMO", str(fake_npu_memo))
+    monkeypatch.setenv("PATH", tool_path())
+    monkeypatch.setenv("INTRADA_CONTRACT_FAKES", DECLARED)  # the fakes run only where they are declared
+    use_generation(monkeypatch, gen)
     yield monkeypatch
     _drop_fake_modules()
 
@@ -317,11 +319,18 @@ def _runner(kind: str, om: Path, batch_size: int) -> AscendRunner:
     return runners.make_runner(kind, om, batch_size=batch_size)
 
 
-@pytest.mark.parametrize("kind", runners.RUNNERS)
+AIS_KINDS = ("ais_bench-api", "ais_bench-cli")
+# every runner; the ais_bench ones with either generation
+RUNNER_CASES = [pytest.param(k, g, id=f"{k}-{g}") for k in AIS_KINDS for g in GENERATIONS] + \
+    [pytest.param("benchmark", DEFAULT_GENERATION, id="benchmark")]
+
+
+@pytest.mark.parametrize("kind, generation", RUNNER_CASES)
 def test_runner_reads_the_documented_outputs_and_the_tools_own_throughput(fakes, toy: dict, tmp_path: Path,
-                                                                          kind: str) -> None:
+                                                                          kind: str, generation: str) -> None:
     """bs2 om, 3 images: the last batch is padded; per-sample files in the tool's naming; outputs
-    are the model's (fp16-rounded); the throughput is the tool's 1000*bs/mean(NPU ms)."""
+    are the model's (fp16-rounded); the throughput is the tool's 1000*bs/mean(NPU ms), whether the
+    tool's times are durations (tools) or (start, end) pairs (msit)."""
     fakes.setenv("INTRADA_FAKE_NPU_MS", "40")  # NPU compute time per batch -> 1000 * 2 / 40 = 50 fps
     om = _convert(toy, 2)
     run = _runner(kind, om, 2).run_split(toy["bins"], toy["names"], tmp_path / "out")
@@ -336,14 +345,31 @@ def test_runner_reads_the_documented_outputs_and_the_tools_own_throughput(fakes,
         aux, main = _ort_outputs(toy["onnx"], toy["bins"], name)
         np.testing.assert_array_equal(dumps.read(name, "aux"), aux)
         np.testing.assert_array_equal(dumps.read(name, "main"), main)
+    staged = tmp_path / "out" / "inputs"
+    if kind != "ais_bench-api":  # directory tools run real files, never symlinks, in a 0o750 folder
+        assert sorted(p.name for p in staged.iterdir()) == sorted(f"{n}.bin" for n in toy["names"])
+        assert not any(p.is_symlink() for p in staged.iterdir()) and stat.S_IMODE(staged.stat().st_mode) == 0o750
+        assert all(aisbench.file_problem(str(p)) is None for p in staged.iterdir())
+    if kind == "ais_bench-api":
+        assert run.details["ais_bench_generation"] == generation
+        assert run.details["ais_bench_interface"] == str(FAKES / f"ais_bench_{generation}" / "ais_bench" / "infer" /
+                                                         "interface.py")
+        assert run.details["ais_bench_version"] == "0.0.2" and run.details["aclruntime_version"] == "0.0.2"
+        pairs = "(start, end) pairs: end - start" if generation == "msit" else "durations"
+        assert run.throughput_field.endswith(f"exec_time_list ({pairs})")
+        assert run.throughput_field.startswith("ais_bench 1000*batchsize/mean(NPU compute time) from InferSession."
+                                               + ("summary()" if generation == "msit" else "sumary()"))
     if kind == "ais_bench-cli":
         out = tmp_path / "out"
-        assert list(run.command) == [sys.executable, "-m", "ais_bench", "--model", str(om), "--input",
-                                     str(toy["bins"]), "--output", str(out), "--output_dirname", "bs2",
+        assert list(run.command) == [sys.executable, "-m", "ais_bench", "--model", str(om.resolve()), "--input",
+                                     "inputs", "--output", ".", "--output_dirname", "bs2",
                                      "--device", "0"]  # no --batchsize: ais_bench reads it from the om
+        assert run.details["cwd"] == str(out)  # relative folders: only [_A-Za-z0-9/.-], whatever out's path
         summary = json.loads((out / "bs2_summary.json").read_text())
         assert summary["args"][1:] == list(run.command[3:])  # what the tool received
         assert run.dumps == out / "bs2"
+        assert run.details["ais_bench_cli_generation"] == generation
+        assert run.details["ais_bench_cli_checks_paths"] is (generation == "msit")
     if kind == "benchmark":
         work = tmp_path / "out"
         info = work / "intraDA_deeplabv2_pre_bin_512_1024.info"
@@ -353,12 +379,11 @@ def test_runner_reads_the_documented_outputs_and_the_tools_own_throughput(fakes,
                                      "-useDvpp=False"]
         assert run.dumps == work / "result" / "dumpOutput_device0"
         lines = info.read_text().split("\n")
-        assert sorted(ln.split()[1] for ln in lines if ln) == sorted(str(toy["bins"] / f"{n}.bin")
-                                                                    for n in toy["names"])
+        assert sorted(ln.split()[1] for ln in lines if ln) == sorted(str(staged / f"{n}.bin") for n in toy["names"])
         assert all(ln.endswith(" 512 1024") for ln in lines if ln)  # the seed's swapped width/height
 
 
-def test_runner_interface_pads_and_splits_batches(fakes, toy: dict) -> None:
+def test_runner_interface_pads_and_splits_batches(fakes, toy: dict, generation: str) -> None:
     """The ais_bench Python API is the one device runner with a per-batch infer()."""
     om = _convert(toy, 2)
     batch = np.stack([np.fromfile(toy["bins"] / f"{n}.bin", dtype=np.float32).reshape(protocol.INPUT_SHAPE_CHW)
@@ -381,7 +406,7 @@ def test_directory_tools_have_no_per_batch_infer(fakes, toy: dict, kind: str) ->
         runner.infer(batch)
 
 
-def test_fake_misbehaviour_is_what_the_gate_must_catch(fakes, toy: dict) -> None:
+def test_fake_misbehaviour_is_what_the_gate_must_catch(fakes, toy: dict, generation: str) -> None:
     """swap writes the heads in the wrong order; noise and perturb change the logits."""
     om = _convert(toy, 1)
     x = np.fromfile(toy["bins"] / f"{toy['names'][0]}.bin", dtype=np.float32).reshape(1, *protocol.INPUT_SHAPE_CHW)
@@ -401,8 +426,8 @@ def test_fake_misbehaviour_is_what_the_gate_must_catch(fakes, toy: dict) -> None
     assert (got["perturb"][1][0].argmax(0) != ref_main.argmax(0)).mean() > 0.05
 
 
-@pytest.mark.parametrize("kind", runners.RUNNERS)
-def test_tool_failure_is_a_one_line_tool_error(fakes, toy: dict, tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize("kind, generation", RUNNER_CASES)
+def test_tool_failure_is_a_one_line_tool_error(fakes, toy: dict, tmp_path: Path, kind: str, generation: str) -> None:
     om = _convert(toy, 1)
     fakes.setenv("INTRADA_FAKE_NPU_FAIL", "aclrtMalloc failed, error code 207001")
     with pytest.raises(ToolError) as err:
@@ -411,10 +436,14 @@ def test_tool_failure_is_a_one_line_tool_error(fakes, toy: dict, tmp_path: Path,
     assert "aclrtMalloc failed, error code 207001" in text and "\n" not in text
     if kind != "ais_bench-api":
         assert "exited with code 1" in text and "full log: " in text
+    else:
+        assert text.startswith(f"ais_bench ({generation} generation) InferSession.__init__(0, ")
+        assert "RuntimeError: aclrtMalloc failed" in text
 
 
-@pytest.mark.parametrize("kind", ["ais_bench-api", "ais_bench-cli"])
-def test_a_renamed_om_cannot_claim_another_batch_size(fakes, toy: dict, tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize("kind", AIS_KINDS)
+def test_a_renamed_om_cannot_claim_another_batch_size(fakes, toy: dict, tmp_path: Path, kind: str,
+                                                      generation: str) -> None:
     """A bs1 om copied to <name>_bs4.om: ais_bench would report 4x its throughput if it were told
     --batchsize 4. The runners read the batch from the om and name both numbers."""
     renamed = tmp_path / "intraDA_deeplabv2_bs4.om"
@@ -538,12 +567,9 @@ def run_gate(workdir: Path, cache: Path, *args: str, subprocess: bool = False) -
 
 def without_fake_ais_bench(fakes: pytest.MonkeyPatch) -> None:
     """ais_bench no longer importable, by subprocesses (PYTHONPATH) nor by this process (sys.path)."""
-    import importlib
-
     fakes.delenv("PYTHONPATH")
-    fakes.setattr(sys, "path", [p for p in sys.path if p != str(FAKE_PYTHON)])
+    fakes.setattr(sys, "path", [p for p in sys.path if not p.startswith(str(FAKES))])
     _drop_fake_modules()
-    importlib.invalidate_caches()
 
 
 def skip_reasons(result: pytest.RunResult) -> set[str]:
@@ -575,7 +601,7 @@ def test_without_ascend_tools_every_om_test_skips_with_one_reason(tmp_path: Path
 @pytest.mark.parametrize("setup, reason, broken", [
     ("om-only", "--om was given but nothing can run it: pip install the aclruntime and ais_bench wheels", False),
     ("benchmark-only", "benchmark can run an om but there is none: pass --om PATH", False),
-    ("cli-requested", "--om-runner ais_bench-cli: ais_bench is not importable by this Python", True),
+    ("cli-requested", "--om-runner ais_bench-cli: ais_bench is not installed for this Python", True),
     ("no-soc", "atc needs --soc_version (no --soc-version and no npu-smi on PATH): pass --soc-version", True),
 ])
 def test_partial_setups_say_what_is_missing_and_never_pass(tmp_path: Path, fakes, toy: dict,
@@ -728,11 +754,8 @@ def test_310_card_throughput_is_the_per_chip_rate_times_four(tmp_path: Path, fak
     assert "Interface throughputRate" in row["fps_basis"] and "x 4 chips per Ascend310 card" in row["fps_basis"]
 
 
-def _fake_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in FAKE_ENV_VARS}
-    env.update(PATH=os.pathsep.join([str(FAKE_ATC_BIN), str(FAKE_BIN), _base_path()]), PYTHONPATH=str(FAKE_PYTHON),
-               INTRADA_CONTRACT_FAKES=DECLARED, **extra)
-    return env
+def _fake_env(generation: str = DEFAULT_GENERATION, **extra: str) -> dict[str, str]:
+    return fake_env(generation, **extra)
 
 
 @pytest.mark.parametrize("mode", ["fp16", "swap"])

@@ -52,7 +52,7 @@ def test_a_failing_npu_smi_is_a_failure_even_with_soc_version() -> None:
 def test_a_requested_runner_that_is_missing_is_a_failure() -> None:
     s = setup(tools(atc=True, api=True), soc="Ascend310P3", runner="ais_bench-cli")
     assert s.problem is not None and s.problem.broken
-    assert s.problem.message == "--om-runner ais_bench-cli: ais_bench is not importable by this Python"
+    assert s.problem.message == "--om-runner ais_bench-cli: ais_bench is not installed for this Python"
 
 
 def test_atc_and_a_runner_without_any_soc_is_a_failure() -> None:

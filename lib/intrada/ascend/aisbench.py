@@ -50,7 +50,6 @@ summary.py:68, msit summary.py:211) with ``np.mean`` (tools summary.py:36, msit 
 from __future__ import annotations
 
 import atexit
-import functools
 import importlib.metadata
 import importlib.util
 import inspect
@@ -151,15 +150,10 @@ class AisBenchPackage:
                 "version": self.version, "cli_generation": self.layout, "cli_checks_paths": self.checks_paths}
 
 
-@functools.lru_cache(maxsize=None)
-def _packages_distributions() -> dict[str, list[str]]:
-    return dict(importlib.metadata.packages_distributions())
-
-
 def distribution_of(package: str) -> tuple[str | None, str | None]:
     """(distribution name, version) of the installed distribution that provides ``package``."""
     try:
-        names = _packages_distributions().get(package) or []
+        names = importlib.metadata.packages_distributions().get(package) or []
         for name in names:
             return name, importlib.metadata.version(name)
     except Exception:  # broken metadata is no reason to fail discovery
