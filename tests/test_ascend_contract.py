@@ -453,6 +453,280 @@ def test_a_renamed_om_cannot_claim_another_batch_size(fakes, toy: dict, tmp_path
         _runner(kind, renamed, 4).run_split(toy["bins"], toy["names"], tmp_path / "out")
 
 
+# ---------------------------------------------------------------------------------------------
+# ais_bench generations: what differs, and how the gate handles it (intrada.ascend.aisbench)
+
+def test_exec_time_entries_are_read_by_their_shape() -> None:
+    """tools: durations; msit: (start, end) pairs, whose durations are end - start (its own summary's
+    arithmetic); anything else is the tool's line, never a TypeError."""
+    assert aisbench.npu_compute_ms([40.0, 41.5], "t") == [40.0, 41.5]
+    assert aisbench.npu_compute_ms([(100.0, 140.0), (140.5, 182.0)], "t") == [40.0, 41.5]
+    assert aisbench.npu_compute_ms([np.float32(20.0)], "t") == [20.0]
+    assert aisbench.throughput_fps(2, [40.0, 40.0]) == (50.0, 40.0)
+    for bad, message in ([[(1.0, 2.0, 3.0)], "neither a duration nor a \\(start, end\\) pair"],
+                         [["40"], "neither a duration"], [[40.0, (1.0, 2.0)], "mixes durations and"],
+                         [[], "no usable NPU compute times"], [[(5.0, 5.0)], "no usable NPU compute times"],
+                         [[True], "neither a duration"]):
+        with pytest.raises(ToolError, match=message):
+            aisbench.npu_compute_ms(bad, "ais_bench InferSession.summary()")
+
+
+def test_frontend_features_decide_the_generation_not_its_version(fakes, generation: str) -> None:
+    """Both generations' wheels are ais_bench 0.0.2 / aclruntime 0.0.2: the gate tells them apart by
+    the methods InferSession has."""
+    import ais_bench.infer.interface as interface
+
+    front = aisbench.detect_frontend(interface)
+    assert (front.generation, front.version, front.aclruntime_version) == (generation, "0.0.2", "0.0.2")
+    assert (front.summary, front.reset) == (("summary", "reset_summaryinfo") if generation == "msit" else
+                                            ("sumary", "reset_sumaryinfo"))
+    assert front.free_resource is front.static_finalize is front.dymbatch_mode is (generation == "msit")
+    assert front.module_file == interface.__file__ and front.aclruntime_file == sys.modules["aclruntime"].__file__
+    package = aisbench.find_package()
+    assert package.inference_tool and package.layout == generation and package.checks_paths is (generation == "msit")
+    assert package.location == FAKES / f"ais_bench_{generation}" / "ais_bench" and package.version == "0.0.2"
+
+
+def test_an_api_the_gate_does_not_know_is_one_line(tmp_path: Path, fakes, toy: dict) -> None:
+    """An InferSession without summary()/sumary(), or one whose infer raises TypeError: a ToolError line
+    naming the call, not an AttributeError or TypeError traceback."""
+    pkg = tmp_path / "odd" / "ais_bench"
+    (pkg / "infer").mkdir(parents=True)
+    for f in ("__init__.py", "__main__.py", "infer/__init__.py"):
+        (pkg / f).write_text("")
+    interface = pkg / "infer" / "interface.py"
+    interface.write_text("class InferSession:\n    def __init__(self, *a):\n        pass\n")
+    use_generation(fakes, DEFAULT_GENERATION, frontend=pkg.parent)
+    om = _convert(toy, 1)
+    with pytest.raises(ToolError, match=r"InferSession: has no summary\(\)/sumary\(\), reset_summaryinfo\(\)"
+                       r"/reset_sumaryinfo\(\), infer, get_inputs, get_outputs. Hint: this ais_bench is neither"):
+        _runner("ais_bench-api", om, 1).run_split(toy["bins"], toy["names"][:1], tmp_path / "out")
+    interface.write_text(
+        "import aclruntime\n"
+        "class InferSession:\n"
+        "    def __init__(self, device_id, model_path):\n"
+        "        self.s = aclruntime.InferenceSession(model_path, device_id, aclruntime.session_options())\n"
+        "    def get_inputs(self): return self.s.get_inputs()\n"
+        "    def get_outputs(self): return self.s.get_outputs()\n"
+        "    def infer(self, feeds, mode='static'): raise TypeError('infer() got an unexpected keyword argument')\n"
+        "    def summary(self): return self.s.sumary()\n"
+        "    def reset_summaryinfo(self): self.s.reset_sumaryinfo()\n"
+        "    @staticmethod\n"
+        "    def finalize(): aclruntime.InferenceSession.finalize()\n")
+    _drop_fake_modules()
+    with pytest.raises(ToolError) as err:
+        _runner("ais_bench-api", om, 1).run_split(toy["bins"], toy["names"][:1], tmp_path / "out")
+    assert str(err.value).startswith("ais_bench (msit generation) InferSession.infer(mode='static') on ")
+    assert "TypeError: infer() got an unexpected keyword argument" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_fake_acl_ends_at_finalize_as_aclruntime_does(fakes, toy: dict, tmp_path: Path, generation: str) -> None:
+    """aclruntime finalizes ACL for the whole process: a session made after InferSession.finalize()
+    fails (what the gate's runner used to do between batch sizes), and the runner says so in a line."""
+    om = _convert(toy, 1)
+    import ais_bench.infer.interface as interface
+
+    session = interface.InferSession(0, str(om))
+    session.finalize()  # tools: the instance method; msit: the static one
+    with pytest.raises(RuntimeError, match=r"aclrtSetDevice failed, error code 100001: ACL was finalized"):
+        interface.InferSession(0, str(om))
+    with pytest.raises(ToolError, match=r"InferSession.__init__\(0, intraDA_deeplabv2_bs1.om\) on intraDA_deeplabv2_"
+                       r"bs1.om: RuntimeError: aclrtSetDevice failed, error code 100001"):
+        _runner("ais_bench-api", om, 1).run_split(toy["bins"], toy["names"][:1], tmp_path / "out")
+
+
+def test_api_sessions_are_released_and_acl_finalized_once_at_exit(tmp_path: Path, fakes, toy: dict,
+                                                                  generation: str) -> None:
+    """In one process: bs1, bs2, then bs1 again through the API runner (a session each, as the gate
+    runs batch sizes), on the fake ACL that refuses every call after aclFinalize. Each session is
+    released when its run ends (msit: free_resource; tools: the destructor), ACL is initialized once
+    and finalized once, at exit (msit: the static InferSession.finalize(); tools: aclruntime's own
+    TensorContext destructor)."""
+    log = tmp_path / "acl.log"
+    oms = {bs: _convert(toy, bs) for bs in (1, 2)}
+    script = (
+        "import sys\n"
+        "from intrada.ascend.runners import AisBenchApiRunner\n"
+        "from intrada.ascend import aisbench\n"
+        "import intrada_fake_acl as acl\n"
+        f"oms = {{1: {str(oms[1])!r}, 2: {str(oms[2])!r}}}\n"
+        "for i, bs in enumerate((1, 2, 1)):\n"
+        f"    run = AisBenchApiRunner(oms[bs], batch_size=bs).run_split({str(toy['bins'])!r}, "
+        f"{toy['names']!r}, {str(tmp_path)!r} + f'/out{{i}}')\n"
+        "    assert acl.alive(), 'ACL finalized between sessions'\n"
+        "print('runs', acl.counts())\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "lib"), os.environ["PYTHONPATH"]]),
+           "INTRADA_FAKE_ACL_LOG": str(log), "INTRADA_FAKE_NPU_MS": "20"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "runs {'inits': 1, 'finalizes': 0}" in proc.stdout
+    (events,) = acl_events(log).values()
+    assert events == ["aclInit", "aclmdlUnload intraDA_deeplabv2_bs1.om", "aclmdlUnload intraDA_deeplabv2_bs2.om",
+                      "aclmdlUnload intraDA_deeplabv2_bs1.om", "aclFinalize"], events
+    assert "[ERROR]" not in proc.stderr
+
+
+def test_staged_inputs_are_real_files_the_strictest_frontend_accepts(tmp_path: Path) -> None:
+    """Hard links where the source already passes msit's checks, else 0o640 copies; never symlinks;
+    the folder 0o750; a bins folder holding more than the samples is no problem."""
+    src = tmp_path / "bins"
+    src.mkdir()
+    for name, mode in (("a", 0o644), ("b", 0o664), ("c", 0o600), ("extra", 0o644)):
+        (src / f"{name}.bin").write_bytes(name.encode() * 4)
+        os.chmod(src / f"{name}.bin", mode)
+    os.symlink(src / "a.bin", src / "link.bin")
+    dest = stage_inputs(src, ["a", "b", "c"], tmp_path / "inputs")
+    assert sorted(p.name for p in dest.iterdir()) == ["a.bin", "b.bin", "c.bin"]
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o750 and not any(p.is_symlink() for p in dest.iterdir())
+    assert os.path.samefile(dest / "a.bin", src / "a.bin") and os.path.samefile(dest / "c.bin", src / "c.bin")
+    assert not os.path.samefile(dest / "b.bin", src / "b.bin")  # group-writable source: copied
+    assert stat.S_IMODE((dest / "b.bin").stat().st_mode) & ~0o640 == 0 and (dest / "b.bin").read_bytes() == b"bbbb"
+    assert all(aisbench.file_problem(str(p)) is None for p in dest.iterdir())
+    assert stat.S_IMODE((src / "b.bin").stat().st_mode) == 0o664  # the source is never chmod'ed
+    again = stage_inputs(dest, ["a"], tmp_path / "inputs2")  # a staged folder stages by links
+    assert os.path.samefile(again / "a.bin", src / "a.bin")
+
+
+def test_msit_path_rules() -> None:
+    assert aisbench.path_string_problem("/tmp/pytest-of-x/run_1/bs1.om") is None
+    assert aisbench.path_string_problem("/home/me/my models/bs1.om") == "characters ' ' are outside [_A-Za-z0-9/.-]"
+    assert "'+'" in aisbench.path_string_problem("/a+b/c~d.om") and "'~'" in aisbench.path_string_problem("/a+b/c~d")
+    assert "longer than 255" in aisbench.path_string_problem("/" + "x" * 256)
+
+
+@pytest.mark.parametrize("generation", GENERATIONS)
+def test_the_cli_runner_passes_msits_input_checks(fakes, toy: dict, tmp_path: Path, generation: str) -> None:
+    """msit's CLI refuses a symlinked or group-writable input and odd path characters (the fake shows
+    it: the command the gate once built, on a bins folder of symlinks, fails); the runner stages real
+    files and runs from the output folder, so a bins folder of symlinks whose paths hold a space runs
+    in both generations."""
+    fakes.setenv("INTRADA_FAKE_NPU_MS", "20")
+    om = _convert(toy, 1)
+    bins = tmp_path / "my bins"
+    bins.mkdir()
+    for n in toy["names"]:
+        os.symlink(toy["bins"] / f"{n}.bin", bins / f"{n}.bin")
+    out = tmp_path / "raw"
+    out.mkdir(mode=0o750)
+    links = tmp_path / "links"
+    links.mkdir(mode=0o750)
+    for n in toy["names"]:
+        os.symlink(toy["bins"] / f"{n}.bin", links / f"{n}.bin")
+    proc = subprocess.run([sys.executable, "-m", "ais_bench", "--model", str(om), "--input", str(links), "--output",
+                           str(out), "--output_dirname", "bs1"], capture_output=True, text=True)
+    if generation == "msit":
+        assert proc.returncode == 1 and "is a soft link, not supported" in proc.stdout, proc.stdout[-2000:]
+        assert "RuntimeError: input data:" in proc.stderr and "is illegal" in proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    run = _runner("ais_bench-cli", om, 1).run_split(bins, toy["names"], tmp_path / "out dir")
+    assert run.throughput == pytest.approx(50.0, rel=1e-4) and len(list(run.dumps.iterdir())) == 2 * len(toy["names"])
+
+
+def test_an_om_path_msit_refuses_is_one_line_before_the_tool_runs(fakes, toy: dict, tmp_path: Path,
+                                                                 generation: str) -> None:
+    """--om (or the cache) on a path msit's CLI refuses: the CLI runner says which path and why, in one
+    line; the tools generation checks no path and runs it."""
+    fakes.setenv("INTRADA_FAKE_NPU_MS", "20")
+    odd = tmp_path / "my oms" / "intraDA_deeplabv2_bs1.om"
+    odd.parent.mkdir()
+    shutil.copyfile(_convert(toy, 1), odd)
+    runner = _runner("ais_bench-cli", odd, 1)
+    if generation == "tools":
+        assert runner.run_split(toy["bins"], toy["names"][:1], tmp_path / "out").throughput == pytest.approx(50.0)
+        return
+    with pytest.raises(ToolError) as err:
+        runner.run_split(toy["bins"], toy["names"][:1], tmp_path / "out")
+    assert str(err.value) == (f"{odd}: msit's ais_bench CLI refuses this om path (characters ' ' are outside "
+                              "[_A-Za-z0-9/.-]). Hint: keep oms (--om, or the gate's cache: --cache-dir) on a path "
+                              "of [_A-Za-z0-9/.-] only, owned by you and not group/other-writable (chmod go-w), or use "
+                              "--om-runner ais_bench-api, which does not check paths")
+    assert not (tmp_path / "out" / "bs1.log").exists()  # refused before the tool ran
+    link = tmp_path / "intraDA_deeplabv2_bs1.om"  # a symlinked om is run by its resolved path
+    os.chmod(odd, 0o644)
+    good = tmp_path / "oms" / "intraDA_deeplabv2_bs1.om"
+    good.parent.mkdir()
+    shutil.copyfile(odd, good)
+    link.symlink_to(good)
+    run = _runner("ais_bench-cli", link, 1).run_split(toy["bins"], toy["names"][:1], tmp_path / "out2")
+    assert run.command[4] == str(good) and run.om == link
+    os.chmod(good, 0o664)
+    with pytest.raises(ToolError, match=r"refuses this om path \(is group- or other-writable \(mode 664\)\)"):
+        _runner("ais_bench-cli", good, 1).run_split(toy["bins"], toy["names"][:1], tmp_path / "out3")
+
+
+@pytest.mark.parametrize("kind", AIS_KINDS)
+def test_a_dynamic_batch_om_runs_at_the_batch_it_is_judged_with(fakes, toy: dict, tmp_path: Path, kind: str,
+                                                              generation: str) -> None:
+    """atc --input_shape=image:-1,... --dynamic_batch_size=1,2: the API selects the profile the way its
+    generation does (msit infer(mode="dymbatch"), tools set_dynamic_batchsize); the CLI, which msit
+    refuses to run without --dymBatch (and tools runs at batchsize -1), is run with --dymBatch. A batch
+    the om lacks is the binding's line."""
+    fakes.setenv("INTRADA_FAKE_NPU_MS", "40")
+    out = tmp_path / "om"
+    out.mkdir()
+    subprocess.run(["atc", "--framework=5", f"--model={toy['onnx']}", f"--output={out / 'dyn_bs2'}",
+                    "--input_shape=image:-1,3,512,1024", "--dynamic_batch_size=1,2", "--soc_version=Ascend310P3"],
+                   check=True, capture_output=True)
+    om = out / "dyn_bs2.om"
+    run = _runner(kind, om, 2).run_split(toy["bins"], toy["names"], tmp_path / "run")
+    assert run.throughput == pytest.approx(50.0, rel=1e-4) and run.batch_verified
+    assert "dynamic-batch om run at its bs2 profile" in run.batch_source
+    for name in toy["names"]:
+        np.testing.assert_array_equal(run.open().read(name, "main"), _ort_outputs(toy["onnx"], toy["bins"], name)[1])
+    if kind == "ais_bench-cli":
+        assert run.command[-2:] == ("--dymBatch", "2")
+        first = (tmp_path / "run" / "bs2.log").read_text()
+        assert "try get model batchsize:-1" in first
+        assert ("dynamic batch om model detected" in first) is (generation == "msit")
+    with pytest.raises(ToolError, match=r"the dymBatch parameter is not correct: 4 is not one of the om's batch "
+                       r"sizes \[1, 2\]"):
+        _runner(kind, om, 4).run_split(toy["bins"], toy["names"], tmp_path / "run4")
+
+
+def test_a_cli_failing_without_pkg_resources_says_what_to_do(fakes, toy: dict, tmp_path: Path) -> None:
+    """msit's CLI reads aclruntime's version with pkg_resources and fails with an UnboundLocalError
+    where setuptools 82+ removed it: the tool's own line, and what to do."""
+    blocker = tmp_path / "no_pkg_resources"
+    blocker.mkdir()
+    (blocker / "pkg_resources.py").write_text("raise ImportError(\"No module named 'pkg_resources'\")\n")
+    paths = [str(p) for p in generation_path("msit", compat=False)]
+    fakes.setenv("PYTHONPATH", os.pathsep.join([str(blocker), *paths]))
+    with pytest.raises(ToolError) as err:
+        _runner("ais_bench-cli", _convert(toy, 1), 1).run_split(toy["bins"], toy["names"][:1], tmp_path / "out")
+    text = str(err.value)
+    assert "UnboundLocalError: cannot access local variable 'aclruntime_version'" in text and "\n" not in text
+    assert "Hint: this ais_bench reads aclruntime's version with pkg_resources, which setuptools 82 removed: pip " \
+           "install 'setuptools<82', or use --om-runner ais_bench-api; full log: " in text
+
+
+def test_an_unrelated_ais_bench_package_is_not_the_inference_tool(tmp_path: Path, no_ascend,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The AISBench LLM evaluation tool (github.com/AISBench/benchmark) installs a top-level ais_bench
+    too: it is reported, never offered as a runner, never imported."""
+    site = tmp_path / "site"
+    (site / "ais_bench" / "benchmark").mkdir(parents=True)
+    (site / "ais_bench" / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    (site / "ais_bench" / "benchmark" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(site))
+    _drop_fake_modules()
+    found = tools.discover()
+    assert not found.ais_bench_cli and not found.ais_bench_api and found.runtimes == []
+    assert found.ais_bench is not None and found.ais_bench.location == site / "ais_bench"
+    assert found.runner_lines()[0] == (f"ais_bench at {site / 'ais_bench'}: is not the inference tool: it has no "
+                                       "infer/interface.py (the AISBench LLM evaluation tool, github.com/AISBench/"
+                                       "benchmark, also installs a top-level ais_bench); no ais_bench-api / "
+                                       "ais_bench-cli runner")
+    assert "ais_bench" not in sys.modules
+    from intrada.ascend.setup import resolve_setup
+
+    setup = resolve_setup(found, om_option=None, soc_option="Ascend310P3", device_id=0, runner_option="ais_bench-cli",
+                          dumps_given=False, npu=None, fakes=())
+    assert setup.problem is not None and setup.problem.broken
+    assert setup.problem.message.startswith(f"--om-runner ais_bench-cli: ais_bench at {site / 'ais_bench'}: is not "
+                                            "the inference tool")
+
+
 def test_benchmark_runs_record_that_the_batch_was_not_read_from_the_om(fakes, toy: dict, tmp_path: Path) -> None:
     run = _runner("benchmark", _convert(toy, 1), 1).run_split(toy["bins"], toy["names"][:1], tmp_path / "out")
     assert run.batch_verified is False and "-batch_size flag only" in run.batch_source
@@ -652,7 +926,7 @@ def test_a_device_id_the_host_does_not_have_fails_with_npu_smis_line(tmp_path: P
     assert "ToolError: om gate: npu-smi info: no device 1 (devices: 0)" in result.stdout.str()
 
 
-def test_a_renamed_om_fails_the_gate_naming_both_batch_sizes(tmp_path: Path, fakes, toy: dict,
+def test_a_renamed_om_fails_the_gate_naming_both_batch_sizes(tmp_path: Path, fakes, toy: dict, generation: str,
                                                              toy_gate: dict, toy_cache: Path) -> None:
     """A bs1 om passed as <name>_bs4.om with the CLI runner: it used to pass parity and report 4x its
     throughput. Now the run fails with both numbers."""
@@ -667,7 +941,7 @@ def test_a_renamed_om_fails_the_gate_naming_both_batch_sizes(tmp_path: Path, fak
 
 
 def test_faithful_om_passes_and_is_reported_as_a_contract_test(tmp_path: Path, fakes, toy_gate: dict,
-                                                                 toy_cache: Path) -> None:
+                                                                 toy_cache: Path, generation: str) -> None:
     """fp16 rounding (the fake's force_fp16) stays within the om limits; the 310P3 bs1 target is met
     by the reported NPU time; bs2 has no target and is recorded, not judged. Every record says FAKE.
     In a subprocess: a new process finds the tools from PATH and PYTHONPATH alone, as on a device host."""
@@ -678,8 +952,15 @@ def test_faithful_om_passes_and_is_reported_as_a_contract_test(tmp_path: Path, f
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed") == 3 and outcomes.get("skipped") == 3 and "failed" not in outcomes, \
         "\n".join(result.outlines[-30:])
+    # the header says which ais_bench was found, from its files (nothing imported at pytest start)
+    layout = {"tools": "github.com/Ascend/tools ais-bench_workload/tool/ais_bench",
+              "msit": "github.com/Ascend/msit ait/components/benchmark (msit install benchmark)"}[generation]
+    result.stdout.fnmatch_lines([f"intrada gate: om runners: ais_bench at {FAKES}/ais_bench_{generation}/ais_bench "
+                                 f"(ais_bench 0.0.2; {generation} generation files: {layout}): ais_bench-api import "
+                                 "not checked yet, ais_bench-cli*"])
     data = read_report(report)
     setup = data["sections"]["om.setup"]
+    assert setup["tools"]["ais_bench"]["cli_generation"] == generation
     assert setup["runner"] == "ais_bench-cli" and setup["soc_version"] == "Ascend310P3"
     assert setup["soc_source"] == "npu-smi info"
     assert setup["fake_components"] == ["ais_bench", "atc", "benchmark", "npu-smi", "om"]
@@ -713,7 +994,7 @@ def test_faithful_om_passes_and_is_reported_as_a_contract_test(tmp_path: Path, f
     ("perturb", r"main: argmax agreement \d+\.\d+% < 99\.000%"),
 ])
 def test_broken_om_fails_the_om_gate(tmp_path: Path, fakes, toy_gate: dict, toy_cache: Path,
-                                     mode: str, failure: str) -> None:
+                                     mode: str, failure: str, generation: str) -> None:
     """Wrong output order, fp16-like noise beyond the limits, perturbed logits: each fails om-vs-ONNX
     parity (the Python API runner is used: it is the default when importable)."""
     fakes.setenv("INTRADA_FAKE_NPU_OUTPUTS", mode)
@@ -727,12 +1008,45 @@ def test_broken_om_fails_the_om_gate(tmp_path: Path, fakes, toy_gate: dict, toy_
 
 
 def test_slow_om_fails_the_device_target(tmp_path: Path, fakes, toy_gate: dict,
-                                         toy_cache: Path) -> None:
+                                         toy_cache: Path, generation: str) -> None:
     fakes.setenv("INTRADA_FAKE_NPU_MS", "40")  # 25 fps < 46.25
     result = run_gate(tmp_path, toy_cache, "-m", "om", "-k", "throughput", *toy_gate["args"],
                       "--batch-sizes", "1")
     result.assert_outcomes(failed=1)
     assert re.search(r"perf \[om\]: FAIL: 25\.000 fps < 46\.250 \(target: seed README", result.stdout.str())
+
+
+def test_one_gate_run_judges_several_batch_sizes_on_one_acl_lifetime(tmp_path: Path, fakes, toy_gate: dict,
+                                                                     toy_cache: Path, generation: str) -> None:
+    """One gate process, the API runner, bs1, bs2 and bs4: parity on bs1, then at each batch size its
+    outputs against the ONNX and its throughput, a session each, on a fake ACL that refuses every call
+    after aclFinalize. Sessions are released one by one; ACL is initialized and finalized once."""
+    log = tmp_path / "acl.log"
+    fakes.setenv("INTRADA_FAKE_ACL_LOG", str(log))
+    fakes.setenv("INTRADA_FAKE_NPU_MS", "20")
+    report = tmp_path / "report"
+    result = run_gate(tmp_path, toy_cache, "-m", "om and not accuracy", *toy_gate["args"], "--om-runner",
+                      "ais_bench-api", "--batch-sizes", "1,2,4", "--report", str(report), subprocess=True)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed") == 3 and outcomes.get("skipped") == 4 and "failed" not in outcomes, \
+        "\n".join(result.outlines[-30:])
+    data = read_report(report)
+    rows = {r["details"]["batch_size"]: r for r in results(data, kind="throughput")}
+    assert sorted(rows) == [1, 2, 4]
+    for bs, row in rows.items():  # judged (bs1) or recorded: each ran, its outputs matched the ONNX first
+        assert row["details"]["fps"] == pytest.approx(1000.0 * bs / 20, rel=1e-4)
+    assert rows[1]["state"] == "passed"
+    (parity,) = results(data, kind="parity", subject="om")
+    run = parity["details"]["run"]
+    assert run["ais_bench_generation"] == generation and run["ais_bench_version"] == "0.0.2"
+    assert run["ais_bench_interface"].startswith(str(FAKES / f"ais_bench_{generation}"))
+    pids = acl_events(log)
+    (gate_pid,) = [pid for pid, events in pids.items() if "aclInit" in events]
+    events = pids[gate_pid]
+    assert events[0] == "aclInit" and events[-1] == "aclFinalize" and events.count("aclFinalize") == 1
+    assert sorted(e for e in events if e.startswith("aclmdlUnload")) == [
+        f"aclmdlUnload intraDA_deeplabv2_bs{bs}.om" for bs in (1, 2, 4)]
+    assert not any(e.startswith("refused") for evs in pids.values() for e in evs), pids
 
 
 def test_310_card_throughput_is_the_per_chip_rate_times_four(tmp_path: Path, fakes, toy_gate: dict,
@@ -760,7 +1074,7 @@ def _fake_env(generation: str = DEFAULT_GENERATION, **extra: str) -> dict[str, s
 
 @pytest.mark.parametrize("mode", ["fp16", "swap"])
 def test_recorded_dumps_alone_are_judged_against_the_onnx(tmp_path: Path, no_ascend, toy_gate: dict,
-                                                           toy_cache: Path, mode: str) -> None:
+                                                           toy_cache: Path, mode: str, generation: str) -> None:
     """The workflow without a device here: ais_bench ran on an Ascend machine and its output folder
     is passed with --dumps. Parity and |delta mIoU| are judged; the live-om tests say why they skip."""
     from intrada.cityscapes import list_samples
@@ -774,7 +1088,7 @@ def test_recorded_dumps_alone_are_judged_against_the_onnx(tmp_path: Path, no_asc
                     "--log=error"], check=True, env=_fake_env(), capture_output=True)
     subprocess.run([sys.executable, "-m", "ais_bench", "--model", str(tmp_path / "toy_bs1.om"), "--batchsize", "1",
                     "--input", str(bins), "--output", str(tmp_path / "result"), "--output_dirname", "result_bs1"],
-                   check=True, env=_fake_env(INTRADA_FAKE_NPU_OUTPUTS=mode), capture_output=True)
+                   check=True, env=_fake_env(generation, INTRADA_FAKE_NPU_OUTPUTS=mode), capture_output=True)
     result = run_gate(tmp_path, toy_cache, "-m", "om", *toy_gate["args"], "--batch-sizes", "1",
                       "--dumps", str(tmp_path / "result" / "result_bs1"))
     outcomes = result.parseoutcomes()

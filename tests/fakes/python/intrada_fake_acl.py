@@ -18,8 +18,8 @@ or after aclFinalize), ``ACL_ERROR_REPEAT_INITIALIZE = 100002`` (aclInit is call
 process). Every fake ACL call goes through :func:`require`, so a session created or used after
 the process's aclFinalize fails as on a device instead of working as it did in earlier fakes.
 
-``INTRADA_FAKE_ACL_LOG=FILE``: each aclInit, aclFinalize and refused call is appended as
-``<pid> <event> <detail>``, so a test can count them per process.
+``INTRADA_FAKE_ACL_LOG=FILE``: each aclInit, aclFinalize, model unload (aclmdlUnload) and refused
+call is appended as ``<pid> <event> <detail>``, so a test can count them per process.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class AclError(RuntimeError):
 _state = {"initialized": False, "finalized": False, "inits": 0, "finalizes": 0}
 
 
-def _log(event: str, detail: str = "") -> None:
+def record(event: str, detail: str = "") -> None:
     path = os.environ.get("INTRADA_FAKE_ACL_LOG")
     if path:
         with open(path, "a", encoding="utf-8") as f:
@@ -51,22 +51,22 @@ def _log(event: str, detail: str = "") -> None:
 def acl_init() -> int:
     """aclInit: once per process."""
     if _state["initialized"] or _state["finalized"]:
-        _log("refused", "aclInit")
+        record("refused", "aclInit")
         return ACL_ERROR_REPEAT_INITIALIZE
     _state["initialized"] = True
     _state["inits"] += 1
-    _log("aclInit")
+    record("aclInit")
     return SUCCESS
 
 
 def acl_finalize() -> int:
     """aclFinalize: ends ACL for the rest of the process."""
     if not _state["initialized"] or _state["finalized"]:
-        _log("refused", "aclFinalize")
+        record("refused", "aclFinalize")
         return ACL_ERROR_UNINITIALIZE
     _state["finalized"] = True
     _state["finalizes"] += 1
-    _log("aclFinalize")
+    record("aclFinalize")
     return SUCCESS
 
 
@@ -79,7 +79,7 @@ def require(call: str) -> None:
     initialized, not finalized ACL."""
     if not alive():
         why = "ACL was finalized in this process (aclFinalize)" if _state["finalized"] else "aclInit was not called"
-        _log("refused", call)
+        record("refused", call)
         raise AclError(call, ACL_ERROR_UNINITIALIZE, why)
 
 

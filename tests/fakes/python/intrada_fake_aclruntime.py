@@ -355,9 +355,10 @@ class _InferenceSession:
             return 0
         if not acl.alive():
             _error_log("ModelInfer Deinit failed: aclmdlUnload after aclFinalize (error code 100001)")
-            acl._log("refused", "aclmdlUnload")
+            acl.record("refused", "aclmdlUnload")
             return acl.ACL_ERROR_UNINITIALIZE
         self._init_flag = False
+        acl.record("aclmdlUnload", self._model.path.name)
         return 0
 
     def __del__(self) -> None:
@@ -382,7 +383,7 @@ class ToolsInferenceSession(_InferenceSession):
     def finalize(self) -> int:
         if not acl.alive():
             _error_log("TensorContext::SetContext failed. ret=100001")
-            acl._log("refused", "finalize")
+            acl.record("refused", "finalize")
             return acl.ACL_ERROR_UNINITIALIZE
         ret = self._destroy()
         if ret:
@@ -402,7 +403,7 @@ class MsitInferenceSession(_InferenceSession):
     def free_resource(self) -> int:
         if not acl.alive():
             _error_log("TensorContext::SetContext failed. ret=100001")
-            acl._log("refused", "free_resource")
+            acl.record("refused", "free_resource")
             return acl.ACL_ERROR_UNINITIALIZE
         return self._destroy()  # then DestroyContext
 
