@@ -873,7 +873,8 @@ def test_without_ascend_tools_every_om_test_skips_with_one_reason(tmp_path: Path
 
 
 @pytest.mark.parametrize("setup, reason, broken", [
-    ("om-only", "--om was given but nothing can run it: pip install the aclruntime and ais_bench wheels", False),
+    ("om-only", "--om was given but nothing can run it: install ais_bench with its aclruntime (`pip install msit` then "
+                "`msit install benchmark`, or the wheels; see README)", False),
     ("benchmark-only", "benchmark can run an om but there is none: pass --om PATH", False),
     ("cli-requested", "--om-runner ais_bench-cli: ais_bench is not installed for this Python", True),
     ("no-soc", "atc needs --soc_version (no --soc-version and no npu-smi on PATH): pass --soc-version", True),

@@ -74,9 +74,12 @@ def _runner(tools: AscendTools, requested: str) -> tuple[str | None, Problem | N
     if requested in tools.runtimes:
         return requested, None
     package = tools.ais_bench
-    cli_why = (f"the ais_bench inference tool does not import in this Python ({tools.ais_bench_api_error})"
-               if package is not None and package.inference_tool else
-               package.label() if package is not None else "ais_bench is not installed for this Python")
+    if package is None or package.location is None:
+        cli_why = "ais_bench is not installed for this Python"
+    elif package.inference_tool:
+        cli_why = f"the ais_bench inference tool does not import in this Python ({tools.ais_bench_api_error})"
+    else:
+        cli_why = package.label()
     why = {"ais_bench-api": f"the ais_bench Python API is unusable ({tools.ais_bench_api_error})",
            "ais_bench-cli": cli_why,
            "benchmark": f"{benchmark_name()} is neither on PATH nor in the current directory"}
