@@ -1152,8 +1152,10 @@ def _demo_files(gate_seed) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["fp16", "swap", "noise", "perturb"])
-def test_demo_om_through_the_fakes(tmp_path: Path, fakes, gate_seed, demo_om_cache: Path, mode: str) -> None:
+@pytest.mark.parametrize("mode, generation", [*[(m, "msit") for m in ("fp16", "swap", "noise", "perturb")],
+                                              ("fp16", "tools")])
+def test_demo_om_through_the_fakes(tmp_path: Path, fakes, gate_seed, demo_om_cache: Path, mode: str,
+                                   generation: str) -> None:
     """The full om gate on the demo's DeepLabv2 (4 images): atc with the seed's flags, the ais_bench
     API, parity, |delta mIoU|, om mIoU and throughput. An om is judged, so ONNX Runtime runs only on
     the run plan's sample (3 of the 4 images, the demo's [om] onnx_sample_images) and that sample
