@@ -150,12 +150,29 @@ class AisBenchPackage:
                 "version": self.version, "cli_generation": self.layout, "cli_checks_paths": self.checks_paths}
 
 
-def distribution_of(package: str) -> tuple[str | None, str | None]:
-    """(distribution name, version) of the installed distribution that provides ``package``."""
+def _owns(dist: importlib.metadata.Distribution, package: str) -> bool:
+    top = dist.read_text("top_level.txt")
+    if top is not None:
+        return package in top.split()
+    return any(str(f).split("/")[0] == package for f in (dist.files or []))
+
+
+def distribution_of(package: str, location: Path | None = None) -> tuple[str | None, str | None]:
+    """(distribution name, version) of the installed distribution that provides ``package``: the one
+    named like it (the ais_bench and aclruntime wheels of both generations are), else one in the
+    package's own folder whose metadata lists it (msit's ait-benchmark also installs ais_bench). Cheap:
+    no scan of every installed distribution's file list (that takes most of a second)."""
     try:
-        names = importlib.metadata.packages_distributions().get(package) or []
-        for name in names:
-            return name, importlib.metadata.version(name)
+        try:
+            dist = importlib.metadata.distribution(package)
+            if _owns(dist, package):
+                return dist.metadata["Name"], dist.version
+        except importlib.metadata.PackageNotFoundError:
+            pass
+        if location is not None:
+            for dist in importlib.metadata.distributions(path=[str(location.parent)]):
+                if dist.read_text("top_level.txt") is not None and _owns(dist, package):
+                    return dist.metadata["Name"], dist.version
     except Exception:  # broken metadata is no reason to fail discovery
         pass
     return None, None
@@ -186,7 +203,7 @@ def find_package() -> AisBenchPackage:
             return AisBenchPackage(location, False, "infer/interface.py defines no InferSession")
         if not (location / "__main__.py").is_file():
             return AisBenchPackage(location, False, "has no __main__.py, so `python3 -m ais_bench` cannot run")
-        dist, version = distribution_of("ais_bench")
+        dist, version = distribution_of("ais_bench", location)
         msit = (location / "infer" / "benchmark_process.py").is_file()
         return AisBenchPackage(location, True, None, dist, version, MSIT if msit else TOOLS,
                                (location / "infer" / "path_security_check.py").is_file())
@@ -254,8 +271,12 @@ def detect_frontend(module: Any) -> Frontend:
     generation = MSIT if names_msit and static_finalize else TOOLS if not names_msit and not static_finalize else "mixed"
     aclruntime = sys.modules.get("aclruntime")
     acl_file = getattr(aclruntime, "__file__", None)
-    return Frontend(generation, str(where), distribution_of("ais_bench")[1], None if acl_file is None else str(acl_file),
-                    distribution_of("aclruntime")[1], summary or "", reset or "",
+    package_dir = Path(str(where)).parent.parent
+    # a package folder (its __init__.py) or an extension module file: where the distribution's metadata sits beside
+    acl_dir = None if not acl_file else Path(acl_file).parent if Path(acl_file).name == "__init__.py" else Path(acl_file)
+    return Frontend(generation, str(where), distribution_of("ais_bench", package_dir)[1],
+                    None if acl_file is None else str(acl_file), distribution_of("aclruntime", acl_dir)[1],
+                    summary or "", reset or "",
                     callable(getattr(cls, "free_resource", None)), static_finalize,
                     callable(getattr(cls, "_dymbatch_prepare", None)),
                     callable(getattr(cls, "set_dynamic_batchsize", None)))

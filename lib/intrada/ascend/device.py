@@ -58,33 +58,31 @@ def stage_inputs(bins_dir: Path, names: Sequence[str], dest: Path) -> Path:
     other-writable files, infer/utils.py:77-94): a hard link where the filesystem allows and the
     source already passes those checks (a link shares the source's mode and owner, and a shared
     cache's files are not ours to chmod), else a copy written 0o640. The folder is 0o750."""
-    from .aisbench import path_string_problem
-
     missing = [n for n in names if not (bins_dir / f"{n}.bin").is_file()]
     if missing:
         raise BinsError(bins_dir, f"{len(missing)} of {len(names)} bins missing (e.g. {missing[0]}.bin)",
                         "preprocess the split first (`intrada preprocess`)")
-    bad = [n for n in names if path_string_problem(f"{n}.bin") is not None]
-    if bad:
-        raise BinsError(bins_dir / f"{bad[0]}.bin", f"file name: {path_string_problem(bad[0] + '.bin')}",
-                        "name the samples with letters, digits and _ . - only (msit's ais_bench refuses others)")
-    if dest.is_dir() and not dest.is_symlink():
-        shutil.rmtree(dest)
-    elif dest.exists() or dest.is_symlink():
-        dest.unlink()
-    dest.mkdir(parents=True)
-    os.chmod(dest, STAGED_DIR_MODE)
-    for n in names:
-        src, dst = bins_dir / f"{n}.bin", dest / f"{n}.bin"
-        if _linkable(src):
-            try:
-                os.link(src, dst)
-                continue
-            except OSError:  # another filesystem (EXDEV), no hard links (EPERM), link limit...
-                pass
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, STAGED_FILE_MODE)
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, 1 << 20)  # 0o640 less the umask: never more than 0o640
+    try:
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        elif dest.exists() or dest.is_symlink():
+            dest.unlink()
+        dest.mkdir(parents=True)
+        os.chmod(dest, STAGED_DIR_MODE)
+        for n in names:
+            src, dst = bins_dir / f"{n}.bin", dest / f"{n}.bin"
+            if _linkable(src):
+                try:
+                    os.link(src, dst)
+                    continue
+                except OSError:  # another filesystem (EXDEV), no hard links (EPERM), link limit...
+                    pass
+            fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, STAGED_FILE_MODE)
+            with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+                shutil.copyfileobj(inp, out, 1 << 20)  # 0o640 less the umask: never more than 0o640
+    except OSError as exc:
+        raise ToolError(exc.filename or dest, f"cannot stage the inputs here ({exc.strerror})",
+                        "free space on that disk, or pass --basetemp DIR on a writable one") from None
     return dest
 
 

@@ -37,7 +37,7 @@ from ..dumps import write_dumps
 from ..errors import BinsError, IntradaError, ToolError
 from ..runners.base import RunRecord
 from .aisbench import (ACL_LIFETIME, PATH_CHARS, AisBenchPackage, Frontend, check_status, detect_frontend,
-                       file_problem, find_package, npu_compute_ms, throughput_fps)
+                       file_problem, find_package, npu_compute_ms, path_string_problem, throughput_fps)
 from .device import STAGED_DIR_MODE, AscendRunner, DeviceRun, stage_inputs, tool_timeout
 from .parsers import (ais_bench_dynamic_batch, ais_bench_failure_hint, ais_bench_model_batch, batch_mismatch,
                       parse_benchmark_perf, read_ais_bench_summary)
@@ -124,7 +124,11 @@ class AisBenchApiRunner(AscendRunner):
     def _check_model(self) -> None:
         inputs = list(self._call("get_inputs()", self._session.get_inputs))
         outputs = list(self._call("get_outputs()", self._session.get_outputs))
-        shape = [int(d) for d in getattr(inputs[0], "shape", [])] if inputs else []
+        try:
+            shape = [int(d) for d in getattr(inputs[0], "shape", [])] if inputs else []
+        except (TypeError, ValueError) as exc:
+            raise ToolError(self._what("get_inputs()"), f"input shape {getattr(inputs[0], 'shape', None)!r} is not a "
+                            f"list of integers ({exc})", None) from None
         expected = [self.batch_size, *protocol.INPUT_SHAPE_CHW]
         if len(inputs) != 1 or not shape or shape[1:] != expected[1:]:
             raise ToolError(self.om, f"om input is {[list(getattr(i, 'shape', [])) for i in inputs]}, expected "
@@ -309,10 +313,21 @@ class AisBenchCliRunner(AscendRunner):
                   batch_size: int | None = None, progress: bool = False, desc: str | None = None) -> RunRecord:
         self._check_om()
         self.package = package = find_package()
+        if not package.inference_tool:
+            raise ToolError(f"{self.python} -m ais_bench", package.label(),
+                            "install ais_bench with its aclruntime (see README) or choose another --om-runner")
         model = self._model_path(package)
+        bad = [n for n in names if path_string_problem(f"{n}.bin") is not None] if package.checks_paths else []
+        if bad:
+            raise ToolError(Path(bins_dir) / f"{bad[0]}.bin", "msit's ais_bench CLI refuses this input file name "
+                            f"({path_string_problem(bad[0] + '.bin')})", "use --om-runner ais_bench-api")
         bins_dir, out_dir = Path(bins_dir), Path(out_dir).absolute()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(out_dir, STAGED_DIR_MODE)  # msit checks --output (infer/args_check.py:150-160) and chmods it 0o750
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(out_dir, STAGED_DIR_MODE)  # msit checks --output (infer/args_check.py:150-160), chmods it 0o750
+        except OSError as exc:
+            raise ToolError(out_dir, f"cannot prepare the output folder ({exc.strerror})",
+                            "run with an output folder you own on a writable disk") from None
         stage_inputs(bins_dir, names, out_dir / "inputs")
         dirname = f"bs{self.batch_size}"
         outputs = out_dir / dirname
