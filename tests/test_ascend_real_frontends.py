@@ -225,6 +225,7 @@ def test_the_real_msit_cli_without_pkg_resources_is_one_line(frontends: dict[str
     (blocker / "pkg_resources.py").write_text("raise ImportError(\"No module named 'pkg_resources'\")\n")
     monkeypatch.setenv("PATH", tool_path())
     monkeypatch.setenv("INTRADA_CONTRACT_FAKES", DECLARED)
+    use_generation(monkeypatch, "msit", frontend)  # found by this process, as the gate's discovery finds it
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(map(str, [blocker, *generation_path("msit", frontend,
                                                                                          compat=False)])))
     with pytest.raises(ToolError) as err:
@@ -232,6 +233,7 @@ def test_the_real_msit_cli_without_pkg_resources_is_one_line(frontends: dict[str
             toy["bins"], toy["names"][:1], tmp_path / "out")
     assert "UnboundLocalError" in str(err.value) and "pip install 'setuptools<82'" in str(err.value)
     if frontends["tools"] is not None:
+        use_generation(monkeypatch, "tools", frontends["tools"])
         monkeypatch.setenv("PYTHONPATH", os.pathsep.join(map(str, [blocker, *generation_path(
             "tools", frontends["tools"], compat=False)])))
         run = runners.make_runner("ais_bench-cli", _convert(toy, 1), batch_size=1).run_split(
