@@ -1,5 +1,5 @@
 """Fake of the msit-generation CLI's argument parsing, ``python3 -m ais_bench`` (github.com/Ascend/msit
-42a9c80, ait/components/benchmark/ais_bench/infer/__main__.py:45-298): snake_case flags, ``--dymBatch``
+42a9c80, ait/components/benchmark/ais_bench/infer/__main__.py:28-281): snake_case flags, ``--dymBatch``
 a positive int into ``dym_batch`` (default 0), the paths checked by their argparse types
 (path_security_check.py here, args_check.py upstream); then benchmark_process.benchmark_process."""
 import argparse
