@@ -1,10 +1,12 @@
 """Contract tests of the Ascend path, run against fakes of the Ascend tools (tests/fakes/).
 
-The fakes follow the documented command lines and file layouts of atc, npu-smi, ais_bench (CLI and
-Python API) and the legacy benchmark tool (../shared/spec/modelzoo-and-ascend-tools.md), run the
-om with ONNX Runtime, and misbehave on request (INTRADA_FAKE_* variables, see
-tests/fakes/python/intrada_fake_npu.py). These tests prove the command lines the gate builds, the
-files it reads, its skips, and that the om gate fails a broken om and passes a faithful one.
+The fakes follow the command lines, file layouts and APIs of atc, npu-smi, ais_bench (CLI and Python
+API, in both generations: github.com/Ascend/tools and github.com/Ascend/msit, each fake citing the
+source it imitates) and the legacy benchmark tool, run the om with ONNX Runtime, and misbehave on
+request (INTRADA_FAKE_* variables, see tests/fakes/python/intrada_fake_npu.py). These tests prove
+the command lines the gate builds, the files it reads, its skips, that the om gate fails a broken om
+and passes a faithful one, and that it does so with either ais_bench generation: every test that runs
+ais_bench takes the ``generation`` parameter (tests/_ascend_fakes.py).
 
 They are contract tests: they say nothing about a real device, and every record made on a fake
 says so (``contract_fake``, and "FAKE" in the device label).
@@ -15,6 +17,7 @@ import json
 import shutil
 import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -22,36 +25,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _ascend_fakes import (DECLARED, DEFAULT_GENERATION, FAKE_ATC_BIN, FAKE_BIN, FAKE_ENV_VARS, FAKES, GENERATIONS,
+                           acl_events, base_path, drop_fake_modules, fake_env, generation_path, tool_path)
 from _report import results
 from intrada.core import protocol
-from intrada.ascend import atc, parsers, provenance, runners, tools
-from intrada.ascend.device import AscendRunner
+from intrada.ascend import aisbench, atc, parsers, pathrules, provenance, runners, tools
+from intrada.ascend.device import AscendRunner, stage_inputs
 from intrada.core.errors import ToolError
 from intrada.runners.base import RunnerError
 
 
 REPO = Path(__file__).resolve().parents[1]
-FAKES = Path(__file__).resolve().parent / "fakes"
-FAKE_BIN = FAKES / "bin"
-FAKE_ATC_BIN = FAKES / "ascend-toolkit" / "latest" / "bin"
-FAKE_PYTHON = FAKES / "python"
-FAKE_ENV_VARS = ("INTRADA_CONTRACT_FAKES", "INTRADA_FAKE_NPU_CHIP", "INTRADA_FAKE_NPU_DEVICES", "INTRADA_FAKE_NPU_OUTPUTS",
-                 "INTRADA_FAKE_NPU_NOISE", "INTRADA_FAKE_NPU_MS", "INTRADA_FAKE_NPU_FAIL", "INTRADA_FAKE_ATC_FAIL",
-                 "INTRADA_FAKE_NPU_MEMO")
-
-
-DECLARED = "atc,npu-smi,ais_bench,benchmark,om"
-
-
-def _base_path() -> str:
-    """A PATH with this interpreter (the fakes' shebang is python3) and the system dirs only."""
-    return os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])
-
-
-def _drop_fake_modules() -> None:
-    for name in list(sys.modules):
-        if name == "ais_bench" or name.startswith("ais_bench.") or name == "intrada_fake_npu":
-            del sys.modules[name]
+_base_path = base_path
+_drop_fake_modules = drop_fake_modules
 
 
 @pytest.fixture
@@ -70,16 +56,32 @@ def fake_npu_memo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fake-npu-memo")
 
 
-@pytest.fixture
-def fakes(monkeypatch: pytest.MonkeyPatch, no_ascend: None, fake_npu_memo: Path):
-    """Every fake reachable the way the real tools are: atc and npu-smi / benchmark on PATH, the
-    ais_bench package importable (in this process and in subprocesses)."""
-    monkeypatch.setenv("INTRADA_FAKE_NPU_MEMO", str(fake_npu_memo))
-    monkeypatch.setenv("PATH", os.pathsep.join([str(FAKE_ATC_BIN), str(FAKE_BIN), _base_path()]))
-    monkeypatch.setenv("PYTHONPATH", str(FAKE_PYTHON))
-    monkeypatch.setenv("INTRADA_CONTRACT_FAKES", DECLARED)  # the fakes run only where they are declared
-    monkeypatch.syspath_prepend(str(FAKE_PYTHON))
+@pytest.fixture(params=GENERATIONS)
+def generation(request: pytest.FixtureRequest) -> str:
+    """The ais_bench generation the fakes present (tests/_ascend_fakes.py)."""
+    return str(request.param)
+
+
+def use_generation(monkeypatch: pytest.MonkeyPatch, generation: str, frontend: Path | None = None) -> None:
+    """ais_bench of ``generation`` importable by subprocesses (PYTHONPATH) and by this process."""
+    paths = generation_path(generation, frontend)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(map(str, paths)))
+    for path in reversed(paths):
+        monkeypatch.syspath_prepend(str(path))
     _drop_fake_modules()
+
+
+@pytest.fixture
+def fakes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, no_ascend: None, fake_npu_memo: Path):
+    """Every fake reachable the way the real tools are: atc and npu-smi / benchmark on PATH, the
+    ais_bench package of the test's ``generation`` (default: msit's, what is installed today)
+    importable in this process and in subprocesses."""
+    callspec = getattr(request.node, "callspec", None)
+    gen = callspec.params.get("generation", DEFAULT_GENERATION) if callspec is not None else DEFAULT_GENERATION
+    monkeypatch.setenv("INTRADA_FAKE_NPU_MEMO", str(fake_npu_memo))
+    monkeypatch.setenv("PATH", tool_path())
+    monkeypatch.setenv("INTRADA_CONTRACT_FAKES", DECLARED)  # the fakes run only where they are declared
+    use_generation(monkeypatch, gen)
     yield monkeypatch
     _drop_fake_modules()
 
@@ -317,11 +319,18 @@ def _runner(kind: str, om: Path, batch_size: int) -> AscendRunner:
     return runners.make_runner(kind, om, batch_size=batch_size)
 
 
-@pytest.mark.parametrize("kind", runners.RUNNERS)
+AIS_KINDS = ("ais_bench-api", "ais_bench-cli")
+# every runner; the ais_bench ones with either generation
+RUNNER_CASES = [pytest.param(k, g, id=f"{k}-{g}") for k in AIS_KINDS for g in GENERATIONS] + \
+    [pytest.param("benchmark", DEFAULT_GENERATION, id="benchmark")]
+
+
+@pytest.mark.parametrize("kind, generation", RUNNER_CASES)
 def test_runner_reads_the_documented_outputs_and_the_tools_own_throughput(fakes, toy: dict, tmp_path: Path,
-                                                                          kind: str) -> None:
+                                                                          kind: str, generation: str) -> None:
     """bs2 om, 3 images: the last batch is padded; per-sample files in the tool's naming; outputs
-    are the model's (fp16-rounded); the throughput is the tool's 1000*bs/mean(NPU ms)."""
+    are the model's (fp16-rounded); the throughput is the tool's 1000*bs/mean(NPU ms), whether the
+    tool's times are durations (tools) or (start, end) pairs (msit)."""
     fakes.setenv("INTRADA_FAKE_NPU_MS", "40")  # NPU compute time per batch -> 1000 * 2 / 40 = 50 fps
     om = _convert(toy, 2)
     run = _runner(kind, om, 2).run_split(toy["bins"], toy["names"], tmp_path / "out")
@@ -336,14 +345,31 @@ def test_runner_reads_the_documented_outputs_and_the_tools_own_throughput(fakes,
         aux, main = _ort_outputs(toy["onnx"], toy["bins"], name)
         np.testing.assert_array_equal(dumps.read(name, "aux"), aux)
         np.testing.assert_array_equal(dumps.read(name, "main"), main)
+    staged = tmp_path / "out" / "inputs"
+    if kind != "ais_bench-api":  # directory tools run real files, never symlinks, in a 0o750 folder
+        assert sorted(p.name for p in staged.iterdir()) == sorted(f"{n}.bin" for n in toy["names"])
+        assert not any(p.is_symlink() for p in staged.iterdir()) and stat.S_IMODE(staged.stat().st_mode) == 0o750
+        assert all(pathrules.file_problem(str(p)) is None for p in staged.iterdir())
+    if kind == "ais_bench-api":
+        assert run.details["ais_bench_generation"] == generation
+        assert run.details["ais_bench_interface"] == str(FAKES / f"ais_bench_{generation}" / "ais_bench" / "infer" /
+                                                         "interface.py")
+        assert run.details["ais_bench_version"] == "0.0.2" and run.details["aclruntime_version"] == "0.0.2"
+        pairs = "(start, end) pairs: end - start" if generation == "msit" else "durations"
+        assert run.throughput_field.endswith(f"exec_time_list ({pairs})")
+        assert run.throughput_field.startswith("ais_bench 1000*batchsize/mean(NPU compute time) from InferSession."
+                                               + ("summary()" if generation == "msit" else "sumary()"))
     if kind == "ais_bench-cli":
         out = tmp_path / "out"
-        assert list(run.command) == [sys.executable, "-m", "ais_bench", "--model", str(om), "--input",
-                                     str(toy["bins"]), "--output", str(out), "--output_dirname", "bs2",
+        assert list(run.command) == [sys.executable, "-m", "ais_bench", "--model", str(om.resolve()), "--input",
+                                     "inputs", "--output", ".", "--output_dirname", "bs2",
                                      "--device", "0"]  # no --batchsize: ais_bench reads it from the om
+        assert run.details["cwd"] == str(out)  # relative folders: only [_A-Za-z0-9/.-], whatever out's path
         summary = json.loads((out / "bs2_summary.json").read_text())
         assert summary["args"][1:] == list(run.command[3:])  # what the tool received
         assert run.dumps == out / "bs2"
+        assert run.details["ais_bench_cli_generation"] == generation
+        assert run.details["ais_bench_cli_checks_paths"] is (generation == "msit")
     if kind == "benchmark":
         work = tmp_path / "out"
         info = work / "intraDA_deeplabv2_pre_bin_512_1024.info"
@@ -353,12 +379,11 @@ def test_runner_reads_the_documented_outputs_and_the_tools_own_throughput(fakes,
                                      "-useDvpp=False"]
         assert run.dumps == work / "result" / "dumpOutput_device0"
         lines = info.read_text().split("\n")
-        assert sorted(ln.split()[1] for ln in lines if ln) == sorted(str(toy["bins"] / f"{n}.bin")
-                                                                    for n in toy["names"])
+        assert sorted(ln.split()[1] for ln in lines if ln) == sorted(str(staged / f"{n}.bin") for n in toy["names"])
         assert all(ln.endswith(" 512 1024") for ln in lines if ln)  # the seed's swapped width/height
 
 
-def test_runner_interface_pads_and_splits_batches(fakes, toy: dict) -> None:
+def test_runner_interface_pads_and_splits_batches(fakes, toy: dict, generation: str) -> None:
     """The ais_bench Python API is the one device runner with a per-batch infer()."""
     om = _convert(toy, 2)
     batch = np.stack([np.fromfile(toy["bins"] / f"{n}.bin", dtype=np.float32).reshape(protocol.INPUT_SHAPE_CHW)
@@ -381,7 +406,7 @@ def test_directory_tools_have_no_per_batch_infer(fakes, toy: dict, kind: str) ->
         runner.infer(batch)
 
 
-def test_fake_misbehaviour_is_what_the_gate_must_catch(fakes, toy: dict) -> None:
+def test_fake_misbehaviour_is_what_the_gate_must_catch(fakes, toy: dict, generation: str) -> None:
     """swap writes the heads in the wrong order; noise and perturb change the logits."""
     om = _convert(toy, 1)
     x = np.fromfile(toy["bins"] / f"{toy['names'][0]}.bin", dtype=np.float32).reshape(1, *protocol.INPUT_SHAPE_CHW)
@@ -401,8 +426,8 @@ def test_fake_misbehaviour_is_what_the_gate_must_catch(fakes, toy: dict) -> None
     assert (got["perturb"][1][0].argmax(0) != ref_main.argmax(0)).mean() > 0.05
 
 
-@pytest.mark.parametrize("kind", runners.RUNNERS)
-def test_tool_failure_is_a_one_line_tool_error(fakes, toy: dict, tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize("kind, generation", RUNNER_CASES)
+def test_tool_failure_is_a_one_line_tool_error(fakes, toy: dict, tmp_path: Path, kind: str, generation: str) -> None:
     om = _convert(toy, 1)
     fakes.setenv("INTRADA_FAKE_NPU_FAIL", "aclrtMalloc failed, error code 207001")
     with pytest.raises(ToolError) as err:
@@ -411,10 +436,14 @@ def test_tool_failure_is_a_one_line_tool_error(fakes, toy: dict, tmp_path: Path,
     assert "aclrtMalloc failed, error code 207001" in text and "\n" not in text
     if kind != "ais_bench-api":
         assert "exited with code 1" in text and "full log: " in text
+    else:
+        assert text.startswith(f"ais_bench ({generation} generation) InferSession.__init__(0, ")
+        assert "RuntimeError: aclrtMalloc failed" in text
 
 
-@pytest.mark.parametrize("kind", ["ais_bench-api", "ais_bench-cli"])
-def test_a_renamed_om_cannot_claim_another_batch_size(fakes, toy: dict, tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize("kind", AIS_KINDS)
+def test_a_renamed_om_cannot_claim_another_batch_size(fakes, toy: dict, tmp_path: Path, kind: str,
+                                                      generation: str) -> None:
     """A bs1 om copied to <name>_bs4.om: ais_bench would report 4x its throughput if it were told
     --batchsize 4. The runners read the batch from the om and name both numbers."""
     renamed = tmp_path / "intraDA_deeplabv2_bs4.om"
@@ -422,6 +451,280 @@ def test_a_renamed_om_cannot_claim_another_batch_size(fakes, toy: dict, tmp_path
     assert tools.resolve_om_option(renamed) == {4: renamed}  # what the name claims
     with pytest.raises(ToolError, match=r"the om's batch size is 1 \(.*\) but it was given as bs4.*4x its real"):
         _runner(kind, renamed, 4).run_split(toy["bins"], toy["names"], tmp_path / "out")
+
+
+# ---------------------------------------------------------------------------------------------
+# ais_bench generations: what differs, and how the gate handles it (intrada.ascend.aisbench)
+
+def test_exec_time_entries_are_read_by_their_shape() -> None:
+    """tools: durations; msit: (start, end) pairs, whose durations are end - start (its own summary's
+    arithmetic); anything else is the tool's line, never a TypeError."""
+    assert aisbench.npu_compute_ms([40.0, 41.5], "t") == [40.0, 41.5]
+    assert aisbench.npu_compute_ms([(100.0, 140.0), (140.5, 182.0)], "t") == [40.0, 41.5]
+    assert aisbench.npu_compute_ms([np.float32(20.0)], "t") == [20.0]
+    assert aisbench.throughput_fps(2, [40.0, 40.0]) == (50.0, 40.0)
+    for bad, message in ([[(1.0, 2.0, 3.0)], "neither a duration nor a \\(start, end\\) pair"],
+                         [["40"], "neither a duration"], [[40.0, (1.0, 2.0)], "mixes durations and"],
+                         [[], "no usable NPU compute times"], [[(5.0, 5.0)], "no usable NPU compute times"],
+                         [[True], "neither a duration"]):
+        with pytest.raises(ToolError, match=message):
+            aisbench.npu_compute_ms(bad, "ais_bench InferSession.summary()")
+
+
+def test_frontend_features_decide_the_generation_not_its_version(fakes, generation: str) -> None:
+    """Both generations' wheels are ais_bench 0.0.2 / aclruntime 0.0.2: the gate tells them apart by
+    the methods InferSession has."""
+    import ais_bench.infer.interface as interface
+
+    front = aisbench.detect_frontend(interface)
+    assert (front.generation, front.version, front.aclruntime_version) == (generation, "0.0.2", "0.0.2")
+    assert (front.summary, front.reset) == (("summary", "reset_summaryinfo") if generation == "msit" else
+                                            ("sumary", "reset_sumaryinfo"))
+    assert front.free_resource is front.static_finalize is front.dymbatch_mode is (generation == "msit")
+    assert front.module_file == interface.__file__ and front.aclruntime_file == sys.modules["aclruntime"].__file__
+    package = aisbench.find_package()
+    assert package.inference_tool and package.layout == generation and package.checks_paths is (generation == "msit")
+    assert package.location == FAKES / f"ais_bench_{generation}" / "ais_bench" and package.version == "0.0.2"
+
+
+def test_an_api_the_gate_does_not_know_is_one_line(tmp_path: Path, fakes, toy: dict) -> None:
+    """An InferSession without summary()/sumary(), or one whose infer raises TypeError: a ToolError line
+    naming the call, not an AttributeError or TypeError traceback."""
+    pkg = tmp_path / "odd" / "ais_bench"
+    (pkg / "infer").mkdir(parents=True)
+    for f in ("__init__.py", "__main__.py", "infer/__init__.py"):
+        (pkg / f).write_text("")
+    interface = pkg / "infer" / "interface.py"
+    interface.write_text("class InferSession:\n    def __init__(self, *a):\n        pass\n")
+    use_generation(fakes, DEFAULT_GENERATION, frontend=pkg.parent)
+    om = _convert(toy, 1)
+    with pytest.raises(ToolError, match=r"InferSession: has no summary\(\)/sumary\(\), reset_summaryinfo\(\)"
+                       r"/reset_sumaryinfo\(\), infer, get_inputs, get_outputs. Hint: this ais_bench is neither"):
+        _runner("ais_bench-api", om, 1).run_split(toy["bins"], toy["names"][:1], tmp_path / "out")
+    interface.write_text(
+        "import aclruntime\n"
+        "class InferSession:\n"
+        "    def __init__(self, device_id, model_path):\n"
+        "        self.s = aclruntime.InferenceSession(model_path, device_id, aclruntime.session_options())\n"
+        "    def get_inputs(self): return self.s.get_inputs()\n"
+        "    def get_outputs(self): return self.s.get_outputs()\n"
+        "    def infer(self, feeds, mode='static'): raise TypeError('infer() got an unexpected keyword argument')\n"
+        "    def summary(self): return self.s.sumary()\n"
+        "    def reset_summaryinfo(self): self.s.reset_sumaryinfo()\n"
+        "    @staticmethod\n"
+        "    def finalize(): aclruntime.InferenceSession.finalize()\n")
+    _drop_fake_modules()
+    with pytest.raises(ToolError) as err:
+        _runner("ais_bench-api", om, 1).run_split(toy["bins"], toy["names"][:1], tmp_path / "out")
+    assert str(err.value).startswith("ais_bench (msit generation) InferSession.infer(mode='static') on ")
+    assert "TypeError: infer() got an unexpected keyword argument" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_fake_acl_ends_at_finalize_as_aclruntime_does(fakes, toy: dict, tmp_path: Path, generation: str) -> None:
+    """aclruntime finalizes ACL for the whole process: a session made after InferSession.finalize()
+    fails (what the gate's runner used to do between batch sizes), and the runner says so in a line."""
+    om = _convert(toy, 1)
+    import ais_bench.infer.interface as interface
+
+    session = interface.InferSession(0, str(om))
+    session.finalize()  # tools: the instance method; msit: the static one
+    with pytest.raises(RuntimeError, match=r"aclrtSetDevice failed, error code 100001: ACL was finalized"):
+        interface.InferSession(0, str(om))
+    with pytest.raises(ToolError, match=r"InferSession.__init__\(0, intraDA_deeplabv2_bs1.om\) on intraDA_deeplabv2_"
+                       r"bs1.om: RuntimeError: aclrtSetDevice failed, error code 100001"):
+        _runner("ais_bench-api", om, 1).run_split(toy["bins"], toy["names"][:1], tmp_path / "out")
+
+
+def test_api_sessions_are_released_and_acl_finalized_once_at_exit(tmp_path: Path, fakes, toy: dict,
+                                                                  generation: str) -> None:
+    """In one process: bs1, bs2, then bs1 again through the API runner (a session each, as the gate
+    runs batch sizes), on the fake ACL that refuses every call after aclFinalize. Each session is
+    released when its run ends (msit: free_resource; tools: the destructor), ACL is initialized once
+    and finalized once, at exit (msit: the static InferSession.finalize(); tools: aclruntime's own
+    TensorContext destructor)."""
+    log = tmp_path / "acl.log"
+    oms = {bs: _convert(toy, bs) for bs in (1, 2)}
+    script = (
+        "import sys\n"
+        "from intrada.ascend.runners import AisBenchApiRunner\n"
+        "from intrada.ascend import aisbench\n"
+        "import intrada_fake_acl as acl\n"
+        f"oms = {{1: {str(oms[1])!r}, 2: {str(oms[2])!r}}}\n"
+        "for i, bs in enumerate((1, 2, 1)):\n"
+        f"    run = AisBenchApiRunner(oms[bs], batch_size=bs).run_split({str(toy['bins'])!r}, "
+        f"{toy['names']!r}, {str(tmp_path)!r} + f'/out{{i}}')\n"
+        "    assert acl.alive(), 'ACL finalized between sessions'\n"
+        "print('runs', acl.counts())\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "lib"), os.environ["PYTHONPATH"]]),
+           "INTRADA_FAKE_ACL_LOG": str(log), "INTRADA_FAKE_NPU_MS": "20"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "runs {'inits': 1, 'finalizes': 0}" in proc.stdout
+    (events,) = acl_events(log).values()
+    assert events == ["aclInit", "aclmdlUnload intraDA_deeplabv2_bs1.om", "aclmdlUnload intraDA_deeplabv2_bs2.om",
+                      "aclmdlUnload intraDA_deeplabv2_bs1.om", "aclFinalize"], events
+    assert "[ERROR]" not in proc.stderr
+
+
+def test_staged_inputs_are_real_files_the_strictest_frontend_accepts(tmp_path: Path) -> None:
+    """Hard links where the source already passes msit's checks, else 0o640 copies; never symlinks;
+    the folder 0o750; a bins folder holding more than the samples is no problem."""
+    src = tmp_path / "bins"
+    src.mkdir()
+    for name, mode in (("a", 0o644), ("b", 0o664), ("c", 0o600), ("extra", 0o644)):
+        (src / f"{name}.bin").write_bytes(name.encode() * 4)
+        os.chmod(src / f"{name}.bin", mode)
+    os.symlink(src / "a.bin", src / "link.bin")
+    dest = stage_inputs(src, ["a", "b", "c"], tmp_path / "inputs")
+    assert sorted(p.name for p in dest.iterdir()) == ["a.bin", "b.bin", "c.bin"]
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o750 and not any(p.is_symlink() for p in dest.iterdir())
+    assert os.path.samefile(dest / "a.bin", src / "a.bin") and os.path.samefile(dest / "c.bin", src / "c.bin")
+    assert not os.path.samefile(dest / "b.bin", src / "b.bin")  # group-writable source: copied
+    assert stat.S_IMODE((dest / "b.bin").stat().st_mode) & ~0o640 == 0 and (dest / "b.bin").read_bytes() == b"bbbb"
+    assert all(pathrules.file_problem(str(p)) is None for p in dest.iterdir())
+    assert stat.S_IMODE((src / "b.bin").stat().st_mode) == 0o664  # the source is never chmod'ed
+    again = stage_inputs(dest, ["a"], tmp_path / "inputs2")  # a staged folder stages by links
+    assert os.path.samefile(again / "a.bin", src / "a.bin")
+
+
+def test_msit_path_rules() -> None:
+    assert pathrules.path_string_problem("/tmp/pytest-of-x/run_1/bs1.om") is None
+    assert pathrules.path_string_problem("/home/me/my models/bs1.om") == "characters ' ' are outside [_A-Za-z0-9/.-]"
+    assert "'+'" in pathrules.path_string_problem("/a+b/c~d.om") and "'~'" in pathrules.path_string_problem("/a+b/c~d")
+    assert "longer than 255" in pathrules.path_string_problem("/" + "x" * 256)
+
+
+@pytest.mark.parametrize("generation", GENERATIONS)
+def test_the_cli_runner_passes_msits_input_checks(fakes, toy: dict, tmp_path: Path, generation: str) -> None:
+    """msit's CLI refuses a symlinked or group-writable input and odd path characters (the fake shows
+    it: the command the gate once built, on a bins folder of symlinks, fails); the runner stages real
+    files and runs from the output folder, so a bins folder of symlinks whose paths hold a space runs
+    in both generations."""
+    fakes.setenv("INTRADA_FAKE_NPU_MS", "20")
+    om = _convert(toy, 1)
+    bins = tmp_path / "my bins"
+    bins.mkdir()
+    for n in toy["names"]:
+        os.symlink(toy["bins"] / f"{n}.bin", bins / f"{n}.bin")
+    out = tmp_path / "raw"
+    out.mkdir(mode=0o750)
+    links = tmp_path / "links"
+    links.mkdir(mode=0o750)
+    for n in toy["names"]:
+        os.symlink(toy["bins"] / f"{n}.bin", links / f"{n}.bin")
+    proc = subprocess.run([sys.executable, "-m", "ais_bench", "--model", str(om), "--input", str(links), "--output",
+                           str(out), "--output_dirname", "bs1"], capture_output=True, text=True)
+    if generation == "msit":
+        assert proc.returncode == 1 and "is a soft link, not supported" in proc.stdout, proc.stdout[-2000:]
+        assert "RuntimeError: input data:" in proc.stderr and "is illegal" in proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    run = _runner("ais_bench-cli", om, 1).run_split(bins, toy["names"], tmp_path / "out dir")
+    assert run.throughput == pytest.approx(50.0, rel=1e-4) and len(list(run.dumps.iterdir())) == 2 * len(toy["names"])
+
+
+def test_an_om_path_msit_refuses_is_one_line_before_the_tool_runs(fakes, toy: dict, tmp_path: Path,
+                                                                 generation: str) -> None:
+    """--om (or the cache) on a path msit's CLI refuses: the CLI runner says which path and why, in one
+    line; the tools generation checks no path and runs it."""
+    fakes.setenv("INTRADA_FAKE_NPU_MS", "20")
+    odd = tmp_path / "my oms" / "intraDA_deeplabv2_bs1.om"
+    odd.parent.mkdir()
+    shutil.copyfile(_convert(toy, 1), odd)
+    runner = _runner("ais_bench-cli", odd, 1)
+    if generation == "tools":
+        assert runner.run_split(toy["bins"], toy["names"][:1], tmp_path / "out").throughput == pytest.approx(50.0)
+        return
+    with pytest.raises(ToolError) as err:
+        runner.run_split(toy["bins"], toy["names"][:1], tmp_path / "out")
+    assert str(err.value) == (f"{odd}: msit's ais_bench CLI refuses this om path (characters ' ' are outside "
+                              "[_A-Za-z0-9/.-]). Hint: keep oms (--om, or the gate's cache: --cache-dir) on a path "
+                              "of [_A-Za-z0-9/.-] only, owned by you and not group/other-writable (chmod go-w), or use "
+                              "--om-runner ais_bench-api, which does not check paths")
+    assert not (tmp_path / "out" / "bs1.log").exists()  # refused before the tool ran
+    link = tmp_path / "intraDA_deeplabv2_bs1.om"  # a symlinked om is run by its resolved path
+    os.chmod(odd, 0o644)
+    good = tmp_path / "oms" / "intraDA_deeplabv2_bs1.om"
+    good.parent.mkdir()
+    shutil.copyfile(odd, good)
+    link.symlink_to(good)
+    run = _runner("ais_bench-cli", link, 1).run_split(toy["bins"], toy["names"][:1], tmp_path / "out2")
+    assert run.command[4] == str(good) and run.om == link
+    os.chmod(good, 0o664)
+    with pytest.raises(ToolError, match=r"refuses this om path \(is group- or other-writable \(mode 664\)\)"):
+        _runner("ais_bench-cli", good, 1).run_split(toy["bins"], toy["names"][:1], tmp_path / "out3")
+
+
+@pytest.mark.parametrize("kind", AIS_KINDS)
+def test_a_dynamic_batch_om_runs_at_the_batch_it_is_judged_with(fakes, toy: dict, tmp_path: Path, kind: str,
+                                                              generation: str) -> None:
+    """atc --input_shape=image:-1,... --dynamic_batch_size=1,2: the API selects the profile the way its
+    generation does (msit infer(mode="dymbatch"), tools set_dynamic_batchsize); the CLI, which msit
+    refuses to run without --dymBatch (and tools runs at batchsize -1), is run with --dymBatch. A batch
+    the om lacks is the binding's line."""
+    fakes.setenv("INTRADA_FAKE_NPU_MS", "40")
+    out = tmp_path / "om"
+    out.mkdir()
+    subprocess.run(["atc", "--framework=5", f"--model={toy['onnx']}", f"--output={out / 'dyn_bs2'}",
+                    "--input_shape=image:-1,3,512,1024", "--dynamic_batch_size=1,2", "--soc_version=Ascend310P3"],
+                   check=True, capture_output=True)
+    om = out / "dyn_bs2.om"
+    run = _runner(kind, om, 2).run_split(toy["bins"], toy["names"], tmp_path / "run")
+    assert run.throughput == pytest.approx(50.0, rel=1e-4) and run.batch_verified
+    assert "dynamic-batch om run at its bs2 profile" in run.batch_source
+    for name in toy["names"]:
+        np.testing.assert_array_equal(run.open().read(name, "main"), _ort_outputs(toy["onnx"], toy["bins"], name)[1])
+    if kind == "ais_bench-cli":
+        assert run.command[-2:] == ("--dymBatch", "2")
+        first = (tmp_path / "run" / "bs2.log").read_text()
+        assert "try get model batchsize:-1" in first
+        assert ("dynamic batch om model detected" in first) is (generation == "msit")
+    with pytest.raises(ToolError, match=r"the dymBatch parameter is not correct: 4 is not one of the om's batch "
+                       r"sizes \[1, 2\]"):
+        _runner(kind, om, 4).run_split(toy["bins"], toy["names"], tmp_path / "run4")
+
+
+def test_a_cli_failing_without_pkg_resources_says_what_to_do(fakes, toy: dict, tmp_path: Path) -> None:
+    """msit's CLI reads aclruntime's version with pkg_resources and fails with an UnboundLocalError
+    where setuptools 82+ removed it: the tool's own line, and what to do."""
+    blocker = tmp_path / "no_pkg_resources"
+    blocker.mkdir()
+    (blocker / "pkg_resources.py").write_text("raise ImportError(\"No module named 'pkg_resources'\")\n")
+    paths = [str(p) for p in generation_path("msit", compat=False)]
+    fakes.setenv("PYTHONPATH", os.pathsep.join([str(blocker), *paths]))
+    with pytest.raises(ToolError) as err:
+        _runner("ais_bench-cli", _convert(toy, 1), 1).run_split(toy["bins"], toy["names"][:1], tmp_path / "out")
+    text = str(err.value)
+    assert "UnboundLocalError: cannot access local variable 'aclruntime_version'" in text and "\n" not in text
+    assert "Hint: this ais_bench reads aclruntime's version with pkg_resources, which setuptools 82 removed: pip " \
+           "install 'setuptools<82', or use --om-runner ais_bench-api; full log: " in text
+
+
+def test_an_unrelated_ais_bench_package_is_not_the_inference_tool(tmp_path: Path, no_ascend,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The AISBench LLM evaluation tool (github.com/AISBench/benchmark) installs a top-level ais_bench
+    too: it is reported, never offered as a runner, never imported."""
+    site = tmp_path / "site"
+    (site / "ais_bench" / "benchmark").mkdir(parents=True)
+    (site / "ais_bench" / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    (site / "ais_bench" / "benchmark" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(site))
+    _drop_fake_modules()
+    found = tools.discover()
+    assert not found.ais_bench_cli and not found.ais_bench_api and found.runtimes == []
+    assert found.ais_bench is not None and found.ais_bench.location == site / "ais_bench"
+    assert found.runner_lines()[0] == (f"ais_bench at {site / 'ais_bench'}: is not the inference tool: it has no "
+                                       "infer/interface.py (the AISBench LLM evaluation tool, github.com/AISBench/"
+                                       "benchmark, also installs a top-level ais_bench); no ais_bench-api / "
+                                       "ais_bench-cli runner")
+    assert "ais_bench" not in sys.modules
+    from intrada.ascend.setup import resolve_setup
+
+    setup = resolve_setup(found, om_option=None, soc_option="Ascend310P3", device_id=0, runner_option="ais_bench-cli",
+                          dumps_given=False, npu=None, fakes=())
+    assert setup.problem is not None and setup.problem.broken
+    assert setup.problem.message.startswith(f"--om-runner ais_bench-cli: ais_bench at {site / 'ais_bench'}: is not "
+                                            "the inference tool")
 
 
 def test_benchmark_runs_record_that_the_batch_was_not_read_from_the_om(fakes, toy: dict, tmp_path: Path) -> None:
@@ -538,12 +841,9 @@ def run_gate(workdir: Path, cache: Path, *args: str, subprocess: bool = False) -
 
 def without_fake_ais_bench(fakes: pytest.MonkeyPatch) -> None:
     """ais_bench no longer importable, by subprocesses (PYTHONPATH) nor by this process (sys.path)."""
-    import importlib
-
     fakes.delenv("PYTHONPATH")
-    fakes.setattr(sys, "path", [p for p in sys.path if p != str(FAKE_PYTHON)])
+    fakes.setattr(sys, "path", [p for p in sys.path if not p.startswith(str(FAKES))])
     _drop_fake_modules()
-    importlib.invalidate_caches()
 
 
 def skip_reasons(result: pytest.RunResult) -> set[str]:
@@ -573,9 +873,10 @@ def test_without_ascend_tools_every_om_test_skips_with_one_reason(tmp_path: Path
 
 
 @pytest.mark.parametrize("setup, reason, broken", [
-    ("om-only", "--om was given but nothing can run it: pip install the aclruntime and ais_bench wheels", False),
+    ("om-only", "--om was given but nothing can run it: install ais_bench with its aclruntime (`pip install msit` then "
+                "`msit install benchmark`, or the wheels; see README)", False),
     ("benchmark-only", "benchmark can run an om but there is none: pass --om PATH", False),
-    ("cli-requested", "--om-runner ais_bench-cli: ais_bench is not importable by this Python", True),
+    ("cli-requested", "--om-runner ais_bench-cli: ais_bench is not installed for this Python", True),
     ("no-soc", "atc needs --soc_version (no --soc-version and no npu-smi on PATH): pass --soc-version", True),
 ])
 def test_partial_setups_say_what_is_missing_and_never_pass(tmp_path: Path, fakes, toy: dict,
@@ -626,7 +927,7 @@ def test_a_device_id_the_host_does_not_have_fails_with_npu_smis_line(tmp_path: P
     assert "ToolError: om gate: npu-smi info: no device 1 (devices: 0)" in result.stdout.str()
 
 
-def test_a_renamed_om_fails_the_gate_naming_both_batch_sizes(tmp_path: Path, fakes, toy: dict,
+def test_a_renamed_om_fails_the_gate_naming_both_batch_sizes(tmp_path: Path, fakes, toy: dict, generation: str,
                                                              toy_gate: dict, toy_cache: Path) -> None:
     """A bs1 om passed as <name>_bs4.om with the CLI runner: it used to pass parity and report 4x its
     throughput. Now the run fails with both numbers."""
@@ -641,7 +942,7 @@ def test_a_renamed_om_fails_the_gate_naming_both_batch_sizes(tmp_path: Path, fak
 
 
 def test_faithful_om_passes_and_is_reported_as_a_contract_test(tmp_path: Path, fakes, toy_gate: dict,
-                                                                 toy_cache: Path) -> None:
+                                                                 toy_cache: Path, generation: str) -> None:
     """fp16 rounding (the fake's force_fp16) stays within the om limits; the 310P3 bs1 target is met
     by the reported NPU time; bs2 has no target and is recorded, not judged. Every record says FAKE.
     In a subprocess: a new process finds the tools from PATH and PYTHONPATH alone, as on a device host."""
@@ -652,8 +953,15 @@ def test_faithful_om_passes_and_is_reported_as_a_contract_test(tmp_path: Path, f
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed") == 3 and outcomes.get("skipped") == 3 and "failed" not in outcomes, \
         "\n".join(result.outlines[-30:])
+    # the header says which ais_bench was found, from its files (nothing imported at pytest start)
+    layout = {"tools": "github.com/Ascend/tools ais-bench_workload/tool/ais_bench",
+              "msit": "github.com/Ascend/msit ait/components/benchmark (msit install benchmark)"}[generation]
+    result.stdout.fnmatch_lines([f"intrada gate: om runners: ais_bench at {FAKES}/ais_bench_{generation}/ais_bench "
+                                 f"(ais_bench 0.0.2; {generation} generation files: {layout}): ais_bench-api import "
+                                 "not checked yet, ais_bench-cli*"])
     data = read_report(report)
     setup = data["sections"]["om.setup"]
+    assert setup["tools"]["ais_bench"]["cli_generation"] == generation
     assert setup["runner"] == "ais_bench-cli" and setup["soc_version"] == "Ascend310P3"
     assert setup["soc_source"] == "npu-smi info"
     assert setup["fake_components"] == ["ais_bench", "atc", "benchmark", "npu-smi", "om"]
@@ -687,7 +995,7 @@ def test_faithful_om_passes_and_is_reported_as_a_contract_test(tmp_path: Path, f
     ("perturb", r"main: argmax agreement \d+\.\d+% < 99\.000%"),
 ])
 def test_broken_om_fails_the_om_gate(tmp_path: Path, fakes, toy_gate: dict, toy_cache: Path,
-                                     mode: str, failure: str) -> None:
+                                     mode: str, failure: str, generation: str) -> None:
     """Wrong output order, fp16-like noise beyond the limits, perturbed logits: each fails om-vs-ONNX
     parity (the Python API runner is used: it is the default when importable)."""
     fakes.setenv("INTRADA_FAKE_NPU_OUTPUTS", mode)
@@ -701,12 +1009,45 @@ def test_broken_om_fails_the_om_gate(tmp_path: Path, fakes, toy_gate: dict, toy_
 
 
 def test_slow_om_fails_the_device_target(tmp_path: Path, fakes, toy_gate: dict,
-                                         toy_cache: Path) -> None:
+                                         toy_cache: Path, generation: str) -> None:
     fakes.setenv("INTRADA_FAKE_NPU_MS", "40")  # 25 fps < 46.25
     result = run_gate(tmp_path, toy_cache, "-m", "om", "-k", "throughput", *toy_gate["args"],
                       "--batch-sizes", "1")
     result.assert_outcomes(failed=1)
     assert re.search(r"perf \[om\]: FAIL: 25\.000 fps < 46\.250 \(target: seed README", result.stdout.str())
+
+
+def test_one_gate_run_judges_several_batch_sizes_on_one_acl_lifetime(tmp_path: Path, fakes, toy_gate: dict,
+                                                                     toy_cache: Path, generation: str) -> None:
+    """One gate process, the API runner, bs1, bs2 and bs4: parity on bs1, then at each batch size its
+    outputs against the ONNX and its throughput, a session each, on a fake ACL that refuses every call
+    after aclFinalize. Sessions are released one by one; ACL is initialized and finalized once."""
+    log = tmp_path / "acl.log"
+    fakes.setenv("INTRADA_FAKE_ACL_LOG", str(log))
+    fakes.setenv("INTRADA_FAKE_NPU_MS", "20")
+    report = tmp_path / "report"
+    result = run_gate(tmp_path, toy_cache, "-m", "om and not accuracy", *toy_gate["args"], "--om-runner",
+                      "ais_bench-api", "--batch-sizes", "1,2,4", "--report", str(report), subprocess=True)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed") == 3 and outcomes.get("skipped") == 4 and "failed" not in outcomes, \
+        "\n".join(result.outlines[-30:])
+    data = read_report(report)
+    rows = {r["details"]["batch_size"]: r for r in results(data, kind="throughput")}
+    assert sorted(rows) == [1, 2, 4]
+    for bs, row in rows.items():  # judged (bs1) or recorded: each ran, its outputs matched the ONNX first
+        assert row["details"]["fps"] == pytest.approx(1000.0 * bs / 20, rel=1e-4)
+    assert rows[1]["state"] == "passed"
+    (parity,) = results(data, kind="parity", subject="om")
+    run = parity["details"]["run"]
+    assert run["ais_bench_generation"] == generation and run["ais_bench_version"] == "0.0.2"
+    assert run["ais_bench_interface"].startswith(str(FAKES / f"ais_bench_{generation}"))
+    pids = acl_events(log)
+    (gate_pid,) = [pid for pid, events in pids.items() if "aclInit" in events]
+    events = pids[gate_pid]
+    assert events[0] == "aclInit" and events[-1] == "aclFinalize" and events.count("aclFinalize") == 1
+    assert sorted(e for e in events if e.startswith("aclmdlUnload")) == [
+        f"aclmdlUnload intraDA_deeplabv2_bs{bs}.om" for bs in (1, 2, 4)]
+    assert not any(e.startswith("refused") for evs in pids.values() for e in evs), pids
 
 
 def test_310_card_throughput_is_the_per_chip_rate_times_four(tmp_path: Path, fakes, toy_gate: dict,
@@ -728,16 +1069,13 @@ def test_310_card_throughput_is_the_per_chip_rate_times_four(tmp_path: Path, fak
     assert "Interface throughputRate" in row["fps_basis"] and "x 4 chips per Ascend310 card" in row["fps_basis"]
 
 
-def _fake_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in FAKE_ENV_VARS}
-    env.update(PATH=os.pathsep.join([str(FAKE_ATC_BIN), str(FAKE_BIN), _base_path()]), PYTHONPATH=str(FAKE_PYTHON),
-               INTRADA_CONTRACT_FAKES=DECLARED, **extra)
-    return env
+def _fake_env(generation: str = DEFAULT_GENERATION, **extra: str) -> dict[str, str]:
+    return fake_env(generation, **extra)
 
 
 @pytest.mark.parametrize("mode", ["fp16", "swap"])
 def test_recorded_dumps_alone_are_judged_against_the_onnx(tmp_path: Path, no_ascend, toy_gate: dict,
-                                                           toy_cache: Path, mode: str) -> None:
+                                                           toy_cache: Path, mode: str, generation: str) -> None:
     """The workflow without a device here: ais_bench ran on an Ascend machine and its output folder
     is passed with --dumps. Parity and |delta mIoU| are judged; the live-om tests say why they skip."""
     from intrada.dataset.cityscapes import list_samples
@@ -751,7 +1089,7 @@ def test_recorded_dumps_alone_are_judged_against_the_onnx(tmp_path: Path, no_asc
                     "--log=error"], check=True, env=_fake_env(), capture_output=True)
     subprocess.run([sys.executable, "-m", "ais_bench", "--model", str(tmp_path / "toy_bs1.om"), "--batchsize", "1",
                     "--input", str(bins), "--output", str(tmp_path / "result"), "--output_dirname", "result_bs1"],
-                   check=True, env=_fake_env(INTRADA_FAKE_NPU_OUTPUTS=mode), capture_output=True)
+                   check=True, env=_fake_env(generation, INTRADA_FAKE_NPU_OUTPUTS=mode), capture_output=True)
     result = run_gate(tmp_path, toy_cache, "-m", "om", *toy_gate["args"], "--batch-sizes", "1",
                       "--dumps", str(tmp_path / "result" / "result_bs1"))
     outcomes = result.parseoutcomes()
@@ -814,8 +1152,10 @@ def _demo_files(gate_seed) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["fp16", "swap", "noise", "perturb"])
-def test_demo_om_through_the_fakes(tmp_path: Path, fakes, gate_seed, demo_om_cache: Path, mode: str) -> None:
+@pytest.mark.parametrize("mode, generation", [*[(m, "msit") for m in ("fp16", "swap", "noise", "perturb")],
+                                              ("fp16", "tools")])
+def test_demo_om_through_the_fakes(tmp_path: Path, fakes, gate_seed, demo_om_cache: Path, mode: str,
+                                   generation: str) -> None:
     """The full om gate on the demo's DeepLabv2 (4 images): atc with the seed's flags, the ais_bench
     API, parity, |delta mIoU|, om mIoU and throughput. An om is judged, so ONNX Runtime runs only on
     the run plan's sample (3 of the 4 images, the demo's [om] onnx_sample_images) and that sample

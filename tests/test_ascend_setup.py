@@ -52,7 +52,7 @@ def test_a_failing_npu_smi_is_a_failure_even_with_soc_version() -> None:
 def test_a_requested_runner_that_is_missing_is_a_failure() -> None:
     s = setup(tools(atc=True, api=True), soc="Ascend310P3", runner="ais_bench-cli")
     assert s.problem is not None and s.problem.broken
-    assert s.problem.message == "--om-runner ais_bench-cli: ais_bench is not importable by this Python"
+    assert s.problem.message == "--om-runner ais_bench-cli: ais_bench is not installed for this Python"
 
 
 def test_atc_and_a_runner_without_any_soc_is_a_failure() -> None:
@@ -96,3 +96,29 @@ def test_provenance_is_what_the_environment_declares() -> None:
     real = resolve_setup(tools(atc=True, api=True, npu_smi=True), om_option=None, soc_option=None, device_id=0,
                          runner_option="auto", dumps_given=False, npu=ONE_310P3, fakes=())
     assert real.device_label() == "Ascend310P3 (device 0)"
+
+
+def test_the_setup_says_which_ais_bench_was_found_and_why_a_runner_is_not_offered() -> None:
+    from intrada.ascend.aisbench import AisBenchPackage
+
+    llm = AisBenchPackage(Path("/site/ais_bench"), False, "is not the inference tool: it has no infer/interface.py")
+    found = AscendTools(ATC, None, False, llm.label(), False, None, llm)
+    assert found.runner_lines()[0] == ("ais_bench at /site/ais_bench: is not the inference tool: it has no "
+                                       "infer/interface.py; no ais_bench-api / ais_bench-cli runner")
+    s = setup(found, soc="Ascend310P3", runner="ais_bench-cli")
+    assert s.problem is not None and s.problem.broken
+    assert s.problem.message == ("--om-runner ais_bench-cli: ais_bench at /site/ais_bench: is not the inference tool: "
+                                 "it has no infer/interface.py")
+    tool = AisBenchPackage(Path("/site/ais_bench"), True, None, "ais_bench", "0.0.2", "msit", True)
+    broken = AscendTools(ATC, None, False, "ModuleNotFoundError: No module named 'aclruntime'", False, None, tool)
+    assert broken.runner_lines()[0] == (
+        "ais_bench at /site/ais_bench (ais_bench 0.0.2; msit generation files: github.com/Ascend/msit "
+        "ait/components/benchmark (msit install benchmark)): no ais_bench-api (ModuleNotFoundError: No module named "
+        "'aclruntime'), no ais_bench-cli; its CLI checks paths (inputs are staged as real 0o640 files)")
+    s = setup(broken, soc="Ascend310P3", runner="ais_bench-cli")
+    assert s.problem is not None and s.problem.message == (
+        "--om-runner ais_bench-cli: the ais_bench inference tool does not import in this Python "
+        "(ModuleNotFoundError: No module named 'aclruntime')")
+    ok = AscendTools(ATC, None, True, None, True, None, tool)
+    assert setup(ok, soc="Ascend310P3").runner == "ais_bench-api"
+    assert ok.as_dict()["ais_bench"]["cli_generation"] == "msit" and ok.as_dict()["runners"] == ok.runner_lines()

@@ -1,13 +1,14 @@
 """Parsers of what the Ascend tools print and write, in one place.
 
-Each follows the real tool (sources read from github.com/Ascend/tools, ais-bench_workload/tool/ais_bench,
-and the CANN documentation; see ../shared/spec/modelzoo-and-ascend-tools.md):
+Each follows the real tool (sources read from github.com/Ascend/tools ais-bench_workload/tool/ais_bench at
+9d6da90, github.com/Ascend/msit ait/components/benchmark at 42a9c80, and the CANN documentation):
 
 * ``npu-smi info``: the device table (driver tool; format from the CANN documentation's examples);
 * ais_bench's ``<dirname>_summary.json`` (``ais_bench/infer/summary.py``: ``throughput`` =
   1000 * batchsize / NPU_compute_time.mean) and its log line ``try get model batchsize:N``
   (``infer/__main__.py`` set_session_options -> ``miscellaneous.get_batchsize``, printed when no
-  --batchsize is passed);
+  --batchsize is passed; both generations: tools infer/__main__.py:41-43, msit
+  infer/benchmark_process.py:77-79), which says ``-1`` for a dynamic-batch om;
 * the legacy benchmark tool's ``perf_vision_batchsize_{bs}_device_{id}.txt`` (the seed's parse.py).
 """
 from __future__ import annotations
@@ -127,6 +128,26 @@ def ais_bench_model_batch(output: str, summary: dict[str, Any], where: Path) -> 
                         f"line and the summary's throughput/NPU_compute_time give {from_summary!r}",
                         "use an ais_bench that reads the batch from the om (2023 or newer), or the Python API runner")
     return int(round(from_summary)), "ais_bench summary: throughput x NPU_compute_time.mean / 1000"
+
+
+# get_batchsize returns dim 0 of the om's input, -1 for a dynamic-batch om (tools infer/miscellaneous.py:59-71,
+# msit infer/miscellaneous.py:155-169); msit then refuses to run (infer/benchmark_process.py:81-83)
+_DYNAMIC_BATCH_RE = re.compile(r"try get model batchsize:\s*-\d+|dynamic batch om model detected")
+
+
+def ais_bench_dynamic_batch(output: str) -> bool:
+    """Whether ais_bench's log says the om has a dynamic batch (and no --dymBatch was given)."""
+    return _DYNAMIC_BATCH_RE.search(output) is not None
+
+
+def ais_bench_failure_hint(output: str) -> str | None:
+    """What to do about a known ais_bench failure, from its log."""
+    if "aclruntime_version" in output and ("UnboundLocalError" in output or "pkg_resources" in output):
+        # msit infer/miscellaneous.py:49-70 reads aclruntime's version with pkg_resources, which
+        # setuptools 82 removed, and then uses an unset variable
+        return ("this ais_bench reads aclruntime's version with pkg_resources, which setuptools 82 removed: "
+                "pip install 'setuptools<82', or use --om-runner ais_bench-api")
+    return None
 
 
 def read_ais_bench_summary(path: Path) -> dict[str, Any]:

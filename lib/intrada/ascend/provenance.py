@@ -13,7 +13,6 @@ import os
 from collections.abc import Mapping
 
 ENV = "INTRADA_CONTRACT_FAKES"
-COMPONENTS = ("atc", "npu-smi", "ais_bench", "benchmark", "om")
 
 
 def declared_fakes(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:

@@ -100,7 +100,7 @@ class OmSession:
         self.bins_dir = bins_dir
         self.samples = list(samples)
         self.out_root = out_root
-        self._oms, self._runs = _Memo(), _Memo()
+        self._oms, self._runs, self._staged = _Memo(), _Memo(), _Memo()
 
     @property
     def parity_batch_size(self) -> int:
@@ -126,12 +126,23 @@ class OmSession:
         om = self.om(batch_size)  # OmMissing is not remembered: it is not a failure
         return self._runs.get(batch_size, lambda: self._run(om, batch_size))  # type: ignore[no-any-return]
 
+    def staged_bins(self) -> Path:
+        """The split's bins as real files in one folder of this session (:func:`stage_inputs`), made
+        once: each directory tool's run then hard-links them into its own folder, so bins that had to
+        be copied (another filesystem, a shared cache's modes) are copied once per session."""
+        from .device import stage_inputs
+
+        names = [s.name for s in self.samples]
+        return self._staged.get(0, lambda: stage_inputs(self.bins_dir, names,  # type: ignore[no-any-return]
+                                                        self.out_root / "inputs"))
+
     def _run(self, om: Path, batch_size: int) -> RunRecord:
-        from .runners import make_runner
+        from .runners import AisBenchApiRunner, make_runner
 
         assert self.setup.runner is not None
         runner = make_runner(self.setup.runner, om, batch_size=batch_size, device_id=self.setup.device_id)
-        run = runner.run_split(self.bins_dir, [s.name for s in self.samples], self.out_root / f"bs{batch_size}",
+        bins = self.bins_dir if isinstance(runner, AisBenchApiRunner) else self.staged_bins()
+        run = runner.run_split(bins, [s.name for s in self.samples], self.out_root / f"bs{batch_size}",
                                progress=True)
         if self.given is None and not run.batch_verified:  # converted here with --input_shape=image:N,...
             run = dataclasses.replace(run, batch_verified=True, batch_source=(

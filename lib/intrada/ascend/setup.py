@@ -18,8 +18,8 @@ from .provenance import declared_fakes
 from .tools import AscendTools, NpuSmiInfo, benchmark_name, resolve_om_option, soc_version_of
 
 INSTALL_HINT = ("on an Ascend machine: `source /usr/local/Ascend/ascend-toolkit/set_env.sh` (atc, npu-smi) and "
-                "`pip install` the aclruntime and ais_bench wheels (github.com/Ascend/tools, "
-                "ais-bench_workload/tool/ais_bench)")
+                "install ais_bench with its aclruntime (`pip install msit` then `msit install benchmark`, or the "
+                "ais_bench and aclruntime wheels; see README)")
 NOTHING_REASON = ("no Ascend om to judge: none of atc, ais_bench or benchmark.<arch> is installed and neither --om nor "
                   f"--dumps was given. To judge one, {INSTALL_HINT}; anywhere else pass --dumps DIR with device "
                   "outputs of this split")
@@ -73,8 +73,15 @@ def _runner(tools: AscendTools, requested: str) -> tuple[str | None, Problem | N
         return (tools.runtimes[0] if tools.runtimes else None), None
     if requested in tools.runtimes:
         return requested, None
+    package = tools.ais_bench
+    if package is None or package.location is None:
+        cli_why = "ais_bench is not installed for this Python"
+    elif package.inference_tool:
+        cli_why = f"the ais_bench inference tool does not import in this Python ({tools.ais_bench_api_error})"
+    else:
+        cli_why = package.label()
     why = {"ais_bench-api": f"the ais_bench Python API is unusable ({tools.ais_bench_api_error})",
-           "ais_bench-cli": "ais_bench is not importable by this Python",
+           "ais_bench-cli": cli_why,
            "benchmark": f"{benchmark_name()} is neither on PATH nor in the current directory"}
     return None, Problem(f"--om-runner {requested}: {why.get(requested, 'unknown runner')}", broken=True)
 
@@ -113,8 +120,9 @@ def resolve_setup(tools: AscendTools, *, om_option: Path | None, soc_option: str
     if problem is None and runner is None:
         if has_om:
             what = "--om was given" if om_given is not None else "atc can build the om"
-            problem = Problem(f"{what} but nothing can run it: pip install the aclruntime and ais_bench wheels "
-                              f"(github.com/Ascend/tools) or put {benchmark_name()} on PATH", broken=False)
+            problem = Problem(f"{what} but nothing can run it: install ais_bench with its aclruntime (`pip install "
+                              f"msit` then `msit install benchmark`, or the wheels; see README) or put "
+                              f"{benchmark_name()} on PATH ({'; '.join(tools.runner_lines())})", broken=False)
         elif om_option is None:
             what = "judging --dumps only: " if dumps_given else ""
             problem = Problem(f"{what}no atc, ais_bench or benchmark here to run an om live ({INSTALL_HINT})",

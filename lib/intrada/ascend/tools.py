@@ -1,14 +1,16 @@
 """Finding the Ascend tools and asking them what they are: atc + CANN version, npu-smi's chip name,
 ais_bench (Python API or CLI), the legacy benchmark.<arch>; plus running a tool with its log kept.
 
-Discovery only looks (PATH, ``importlib.util.find_spec``, a few files); the ais_bench API is the one
-thing that must be imported to know whether it works (it loads aclruntime and the ACL libraries), and
-that happens only when :func:`discover` is asked for it.
+Discovery only looks (PATH, ``importlib.util.find_spec``, a few files): ais_bench counts when its files
+are the inference tool's (``infer/interface.py`` defining InferSession, :mod:`intrada.ascend.aisbench`),
+not whenever some ``ais_bench`` package exists. The ais_bench API is the one thing that must be
+imported to know whether it works (it loads aclruntime and the ACL libraries), and that happens only
+when :func:`discover` is asked for it.
 """
 from __future__ import annotations
 
 import importlib
-import importlib.util
+import inspect
 import os
 import platform
 import re
@@ -22,9 +24,9 @@ from typing import Any
 
 from ..core.errors import ToolError
 from ..core.hashing import file_sha256
+from .aisbench import AisBenchPackage, find_package
 from .parsers import NpuSmiInfo, parse_npu_smi_info
 
-RUNNER_KINDS: tuple[str, ...] = ("ais_bench-api", "ais_bench-cli", "benchmark")
 LOG_TAIL_LINES = 12
 
 # the seed names each om <stem>_bs<N>.om (atc --output=intraDA_deeplabv2_bs{bs})
@@ -160,25 +162,30 @@ def find_atc() -> AtcTool | None:
 # --------------------------------------------------------------------------------------------
 # runtimes
 
-def ais_bench_api_error() -> str | None:
-    """None when ``ais_bench.infer.interface.InferSession`` imports, else why not (one line)."""
-    if importlib.util.find_spec("ais_bench") is None:
-        return "ais_bench is not installed"
+def ais_bench_api_error(package: AisBenchPackage | None = None) -> str | None:
+    """None when ``ais_bench.infer.interface`` imports and has InferSession, else why not (one line).
+    Only an ``ais_bench`` whose files are the inference tool is imported at all (``package``,
+    :func:`intrada.ascend.aisbench.find_package`): an unrelated top-level ``ais_bench`` (the AISBench
+    LLM evaluation tool) is reported, not run."""
+    package = package or find_package()
+    if not package.inference_tool:
+        return package.label()
     try:
         with warnings.catch_warnings():
             # the gate runs with filterwarnings=error; a deprecation inside ais_bench is not our verdict
             warnings.simplefilter("ignore")
             module = importlib.import_module("ais_bench.infer.interface")
-        getattr(module, "InferSession")
     except Exception as exc:  # aclruntime missing, ACL libraries not on LD_LIBRARY_PATH, ...
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+    if not inspect.isclass(getattr(module, "InferSession", None)):
+        return f"{getattr(module, '__file__', 'ais_bench.infer.interface')} defines no InferSession"
     return None
 
 
-def ais_bench_cli_available() -> bool:
-    """``python3 -m ais_bench`` runs when the package is importable by this interpreter (the CLI is
-    started with sys.executable, so it sees the same environment)."""
-    return importlib.util.find_spec("ais_bench") is not None
+def ais_bench_cli_available(package: AisBenchPackage | None = None) -> bool:
+    """``python3 -m ais_bench`` is the inference tool's CLI when the package this interpreter finds is
+    the inference tool (the CLI is started with sys.executable, so it sees the same environment)."""
+    return (package or find_package()).inference_tool
 
 
 def benchmark_name() -> str:
@@ -237,6 +244,7 @@ class AscendTools:
     ais_bench_api_error: str | None
     ais_bench_cli: bool
     benchmark: Path | None
+    ais_bench: AisBenchPackage | None = None  # what is installed as ais_bench, from its files
 
     @property
     def runtimes(self) -> list[str]:
@@ -254,6 +262,24 @@ class AscendTools:
     def anything(self) -> bool:
         return self.atc is not None or bool(self.runtimes)
 
+    def runner_lines(self) -> list[str]:
+        """What can run an om here and why the others cannot: for the pytest header and om.setup."""
+        package = self.ais_bench
+        lines = []
+        if package is None or package.location is None:
+            lines.append("ais_bench: not installed (no ais_bench-api / ais_bench-cli runner)")
+        elif not package.inference_tool:
+            lines.append(f"{package.label()}; no ais_bench-api / ais_bench-cli runner")
+        else:
+            api = ("ais_bench-api" if self.ais_bench_api else
+                   "ais_bench-api import not checked yet" if self.ais_bench_api_error == "not probed" else
+                   f"no ais_bench-api ({self.ais_bench_api_error})")
+            lines.append(f"{package.label()}: {api}, {'ais_bench-cli' if self.ais_bench_cli else 'no ais_bench-cli'}"
+                         + ("; its CLI checks paths (inputs are staged as real 0o640 files)" if package.checks_paths
+                            else ""))
+        lines.append(f"{benchmark_name()}: {self.benchmark if self.benchmark is not None else 'not found'}")
+        return lines
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "atc": None if self.atc is None else {"path": str(self.atc.path), "cann_version": self.atc.version,
@@ -261,13 +287,19 @@ class AscendTools:
             "npu_smi": None if self.npu_smi is None else str(self.npu_smi),
             "ais_bench_api": self.ais_bench_api, "ais_bench_api_error": self.ais_bench_api_error,
             "ais_bench_cli": self.ais_bench_cli,
+            "ais_bench": None if self.ais_bench is None else self.ais_bench.as_dict(),
             "benchmark": None if self.benchmark is None else str(self.benchmark),
+            "runners": self.runner_lines(),
         }
 
 
 def discover(*, probe_api: bool = True) -> AscendTools:
-    api_error = ais_bench_api_error() if probe_api else "not probed"
+    package = find_package()
+    api_error = ais_bench_api_error(package) if probe_api else (
+        "not probed" if package.inference_tool else package.label())
     npu_smi = shutil.which("npu-smi")
     return AscendTools(atc=find_atc(), npu_smi=Path(npu_smi) if npu_smi else None,
-                       ais_bench_api=api_error is None, ais_bench_api_error=api_error,
-                       ais_bench_cli=ais_bench_cli_available(), benchmark=find_benchmark())
+                       ais_bench_api=probe_api and api_error is None, ais_bench_api_error=api_error,
+                       # probed: the CLI runs this interpreter, so it imports what this process imports
+                       ais_bench_cli=ais_bench_cli_available(package) and (api_error is None or not probe_api),
+                       benchmark=find_benchmark(), ais_bench=package)

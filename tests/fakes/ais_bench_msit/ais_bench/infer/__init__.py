@@ -1,0 +1,1 @@
+"""Fake of ``ais_bench.infer`` (msit generation; see the package docstring)."""

@@ -1,0 +1,1 @@
+"""Fake of ``ais_bench.infer`` (tools generation; see the package docstring)."""

@@ -1,1 +1,0 @@
-"""Fake of ``ais_bench.infer`` (see the package docstring)."""
