@@ -42,7 +42,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SLOW_FIXTURES = frozenset({
     "gate_seed", "own_cache", "demo",  # the gate on the embedded demo (tests/_gate.py, test_robustness.py)
     "tiny_seed", "tiny_demo",  # the gate on the demo for TinyIntraDA (cheap, but a whole gate run)
-    "exported_onnx", "big_io",  # the full export of the random checkpoint and its forwards
+    "seed_onnx", "big_io",  # the session seed's export of the demo checkpoint and its forwards
     "demo_model",  # tests/test_layerdiff.py: the demo network on crops and full images
     "net",  # tests/test_demo.py: the demo network on full images
     "no_ascend",  # tests/test_ascend_contract.py: the gate and the Ascend fakes as tool processes
@@ -175,35 +175,55 @@ class Exported:
 
 
 @pytest.fixture(scope="session")
-def exported_onnx(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path) -> Iterator[Exported]:
-    """``intrada pth2onnx random.pth model.onnx --verify``: the real 178 MB export of the random
-    checkpoint, with the CLI's result kept for the CLI tests."""
+def exported_onnx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
+    """``intrada pth2onnx random.pth model.onnx --verify`` with ``INTRADA_NETWORK=tiny``: the CLI's export
+    round trip (load, export, write by rename, inspect, ONNX Runtime vs PyTorch) on TinyIntraDA with
+    random weights, the CLI's result kept for the CLI tests. The real network's export is the session
+    seed's (``seed_onnx``), made by the same exporter."""
+    from intrada.model.checkpoint import save_state_dict
+    from intrada.model.network import ENV
+
     out_dir = tmp_path_factory.mktemp("export")
-    path = out_dir / "intrada_deeplabv2.onnx"
-    run = run_cli_inprocess(["pth2onnx", str(random_checkpoint), str(path), "--verify"])
+    checkpoint, path = out_dir.parent / f"{out_dir.name}-tiny.pth", out_dir / "intrada_deeplabv2.onnx"
+    save_state_dict(make_toy(seed=3).state_dict(), checkpoint)
+    old = os.environ.get(ENV)
+    os.environ[ENV] = "tiny"
+    try:
+        run = run_cli_inprocess(["pth2onnx", str(checkpoint), str(path), "--verify"])
+    finally:
+        os.environ.pop(ENV) if old is None else os.environ.__setitem__(ENV, old)
     if not path.is_file():
         pytest.fail(f"intrada pth2onnx wrote no ONNX (rc {run.rc}): {run.stderr.strip()}")
     yield Exported(path, run)
-    path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def seed_onnx(gate_seed: Any) -> Exported:
+    """The real network's export (the demo checkpoint's, made by the gate in the session seed)."""
+    return Exported(gate_seed.onnx, CliRun((), 0, "", "", 0.0))
 
 
 @dataclass(frozen=True)
 class BigIO:
     x: np.ndarray
-    torch_out: tuple[np.ndarray, np.ndarray]  # (aux, main) from random_model
+    torch_out: tuple[np.ndarray, np.ndarray]  # (aux, main) from the demo checkpoint's network
     ort_out: tuple[np.ndarray, ...]  # every ONNX output, by index, from a bare onnxruntime session
 
 
 @pytest.fixture(scope="session")
-def big_io(random_model: nn.Module, exported_onnx: Exported) -> BigIO:
-    """One input scaled like the real one (BGR minus mean: roughly N(0, 50)), run once through
-    torch and once through a plain onnxruntime session (not intrada's runner)."""
+def big_io(gate_seed: Any) -> BigIO:
+    """One input scaled like the real one (BGR minus mean: roughly N(0, 50)), run once through the
+    demo checkpoint's DeepLabv2 in torch and once through its export (the session seed's) in a plain
+    onnxruntime session (not intrada's runner)."""
     import onnxruntime as ort
 
+    from intrada.model.checkpoint import load_model
+
     x = np.random.default_rng(123).normal(0.0, 50.0, (1, 3, 512, 1024)).astype(np.float32)
+    model, _ = load_model(gate_seed.weights)
     with torch.inference_mode():
-        aux, main = random_model(torch.from_numpy(x))
-    sess = ort.InferenceSession(str(exported_onnx.path), providers=["CPUExecutionProvider"])
+        aux, main = model(torch.from_numpy(x))
+    sess = ort.InferenceSession(str(gate_seed.onnx), providers=["CPUExecutionProvider"])
     outs = sess.run(None, {sess.get_inputs()[0].name: x})
     return BigIO(x, (aux.numpy(), main.numpy()), tuple(outs))
 

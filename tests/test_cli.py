@@ -1,8 +1,8 @@
 """`intrada` end to end on a small Cityscapes-format tree (real 2048x1024 PNGs): pth2onnx ->
 preprocess -> gen-info -> infer -> postprocess, the seed's chain without a device.
 
-pth2onnx exports the random-weights checkpoint of the real architecture (``exported_onnx``: the export
-and its --verify). The chain's infer and postprocess run the toy network with the exact interface
+pth2onnx exports a random-weights checkpoint of TinyIntraDA (``exported_onnx``: the export and its
+--verify; the real network's export is checked on the session seed's, tests/test_onnx_export.py). The chain's infer and postprocess run the toy network with the exact interface
 (``toy_onnx``: input ``image`` [N,3,512,1024], outputs [N,19,65,129] aux then main): what they do
 (batching, the ais_bench file layout, the main head at index 1, the mIoU) does not depend on the
 network's depth, and the real network's two full-size forwards per image would only add time; the

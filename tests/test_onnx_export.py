@@ -1,6 +1,6 @@
-"""intrada.model.onnx_export: the real export (once per session, made by `intrada pth2onnx --verify` in
-tests/conftest.py) checked with the onnx API directly and against torch through a bare ONNX
-Runtime session; inspect_onnx (and intrada.core.checks.check_model_outputs) on issue 6's bad ONNX files,
+"""intrada.model.onnx_export: the real network's export (the session seed's, of the demo checkpoint)
+checked with the onnx API directly and against torch through a bare ONNX Runtime session; the CLI's
+`intrada pth2onnx --verify` round trip on TinyIntraDA (tests/conftest.py: exported_onnx); inspect_onnx (and intrada.core.checks.check_model_outputs) on issue 6's bad ONNX files,
 built by editing the toy export (same interface, 40 kB) with the onnx helper API; `intrada inspect`
 through the CLI."""
 from __future__ import annotations
@@ -44,9 +44,9 @@ def test_cli_pth2onnx_verify_succeeds(exported_onnx: Any) -> None:
     assert [p.name for p in exported_onnx.path.parent.iterdir()] == [exported_onnx.path.name]
 
 
-def test_export_passes_the_checker_and_has_the_seed_interface(exported_onnx: Any) -> None:
-    onnx.checker.check_model(str(exported_onnx.path))
-    m = onnx.load(str(exported_onnx.path), load_external_data=False)
+def test_export_passes_the_checker_and_has_the_seed_interface(seed_onnx: Any) -> None:
+    onnx.checker.check_model(str(seed_onnx.path))
+    m = onnx.load(str(seed_onnx.path), load_external_data=False)
     assert {o.domain: o.version for o in m.opset_import}.get("", None) == 11
     inits = {i.name for i in m.graph.initializer}
     inputs = [i for i in m.graph.input if i.name not in inits]
@@ -66,12 +66,12 @@ def test_export_passes_the_checker_and_has_the_seed_interface(exported_onnx: Any
     attrs = {a.name: helper.get_attribute_value(a) for a in pools[0].attribute}
     assert attrs["ceil_mode"] == 1 and list(attrs["pads"]) == [1, 1, 1, 1]
     assert list(attrs["kernel_shape"]) == [3, 3] and list(attrs["strides"]) == [2, 2]
-    assert 170e6 < exported_onnx.path.stat().st_size < 190e6  # spec: about 178 MB, weights inside
+    assert 170e6 < seed_onnx.path.stat().st_size < 190e6  # spec: about 178 MB, weights inside
 
 
-def test_inspect_onnx_on_the_export(exported_onnx: Any) -> None:
-    info = inspect_onnx(exported_onnx.path, require_dynamic_batch=True)
-    assert info.path == exported_onnx.path
+def test_inspect_onnx_on_the_export(seed_onnx: Any) -> None:
+    info = inspect_onnx(seed_onnx.path, require_dynamic_batch=True)
+    assert info.path == seed_onnx.path
     assert info.opset == 11 and info.input_name == "image"
     assert info.output_names == ("aux_logits", "main_logits")
     assert info.dynamic_batch and info.batch_dim == "batch"

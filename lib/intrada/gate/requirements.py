@@ -141,9 +141,10 @@ class GateVerdict:
 
 def _reason(verdicts: Sequence[Verdict], subjects: frozenset[str] | None) -> str | None:
     """Why the gate was not judged: the not-judged verdicts of the subjects it needed (a check that
-    could not start, kind ABSENT, counts for any subject)."""
-    reasons = [v.reason for v in verdicts if v.state is State.NOT_JUDGED and v.reason
-               and (subjects is None or v.subject in subjects or v.kind == ABSENT)]
+    could not start, kind ABSENT, counts for any subject), the checks that ran first."""
+    unjudged = [v for v in verdicts if v.state is State.NOT_JUDGED and v.reason
+                and (subjects is None or v.subject in subjects or v.kind == ABSENT)]
+    reasons = [v.reason or "" for v in sorted(unjudged, key=lambda v: v.kind == ABSENT)]
     distinct = list(dict.fromkeys(reasons))
     if not distinct:
         return None
