@@ -1,0 +1,533 @@
+"""force_fp16 on the CPU: what an Ascend om that atc converted with its default precision mode computes,
+emulated in PyTorch over the model's own module tree (the model is not edited: its FX graph is
+interpreted node by node, :class:`Emulation`).
+
+The rules, and the CANN documentation each follows:
+
+1. **Weights in float16, BatchNorm folded first.** atc converts the ONNX, and torch's exporter (with
+   constant folding: the seed's export and this gate's) has already folded every BatchNorm into the
+   conv before it. So the folded weight ``w * gamma / sqrt(var + eps)`` and bias ``beta - mean * gamma /
+   sqrt(var + eps)`` are what is rounded to float16, not the checkpoint's conv weights and BN
+   parameters separately, and no rounding happens between a conv and its BatchNorm. The gate takes the
+   folded tensors from the ONNX itself (:func:`params_from_onnx`): exactly what atc reads.
+   [ATC ``--precision_mode``: ``force_fp16`` "forces float16 when an operator supports both float16
+   and float32", the default for inference: "ATC Instructions > --precision_mode",
+   https://www.hiascend.com/document/detail/en/canncommercial/800/devaids/atc/atlasatcparam_16_0067.html;
+   default per scenario in the AOE ``--precision_mode`` page,
+   https://www.hiascend.com/document/detail/zh/canncommercial/63RC2/devtools/auxiliarydevtool/aoepar_16_046.html]
+2. **Every operator's input and output in float16.** The om's input is cast to float16; each conv
+   (with its folded BatchNorm) and each Add stores its result in float16. ReLU and MaxPool of float16
+   values are float16 values, so rounding their outputs is the identity and is skipped
+   (:data:`EXACT_MODULES`; ``tests/test_fp16.py`` pins that it is). [same page: under force_fp16 every
+   AI Core operator that has a float16 implementation runs in float16; "Setting the Precision Mode":
+   "Computations are done in float16 unless otherwise specified",
+   https://www.hiascend.com/document/detail/en/canncommercial/800/appdevg/aclcppdevg/aclcppdevg_000103.html]
+3. **Convolutions multiply float16 and accumulate in float32.** The AI Core's Cube unit reads its
+   operands from L0A/L0B and keeps the matrix products and their running sums in L0C ("NPU
+   Architecture Version 200x", the Atlas inference products' AI Core,
+   https://www.hiascend.com/document/detail/en/canncommercial/850/opdevg/Ascendcopdevg/atlas_ascendc_10_0009.html);
+   its multiply-accumulate takes half operands into a float result ("Mmad": half x half -> float
+   among the type combinations of Atlas inference products,
+   https://www.hiascend.com/document/detail/zh/canncommercial/700/operatordev/Ascendcopdevg/atlasascendc_api_07_0136.html).
+   A product of two float16 values is exact in float32, so a float32 convolution of float16-valued
+   tensors computes exactly this; the (folded) bias is added in the float32 accumulator and the sum is
+   rounded once, when stored (rule 2). That Conv2D keeps the float accumulator until the store is the
+   documented data path, assumed here; on a device the om's measured deviation over this prediction
+   (the om parity line) checks it.
+4. **Overflow saturates.** A result beyond the float16 range becomes +-65504, not Inf (Atlas
+   inference products support only the saturation mode: ``aclrtFloatOverflowMode``,
+   https://www.hiascend.com/document/detail/en/CANNCommunityEdition/910/API/runtimeapi/aclcppdevg_03_1389.html).
+
+:class:`Fp16EmulationRunner` runs the emulation as a :class:`~intrada.runners.base.Runner` over a
+split (the gate caches its outputs like any runner's); :func:`diagnose` runs float32 and the
+emulation side by side on one image to say which layer overflows or loses most.
+"""
+from __future__ import annotations
+
+import operator
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from . import protocol
+from .errors import IntradaError
+from .runners.base import Runner
+
+#: The largest finite float16 value: the saturation bound (rule 4).
+FP16_MAX = 65504.0
+#: Modules whose output is a float16 value when their input is (no rounding needed, rule 2).
+EXACT_MODULES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.MaxPool2d, nn.Identity, nn.Dropout, nn.Dropout2d)
+#: Elementwise functions whose result is stored in float16 (rule 2).
+ROUNDED_FUNCTIONS = (operator.add, torch.add, operator.iadd)
+#: Functions that only select (no arithmetic), or are exact on float16 values: passed through.
+PASS_FUNCTIONS = (operator.getitem, torch.relu, F.relu)
+#: What one emulated forward costs in float32 forwards of the same model on the same CPU, measured
+#: (demo checkpoint, full-size images, torch 2.13, 2-core Xeon: docs/fp16.md): the run plan's estimate.
+COST_IN_FP32_FORWARDS = 1.3
+
+
+class Fp16Unsupported(IntradaError):
+    """The model (or its ONNX) holds something the emulation has no rule for."""
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The emulation's arithmetic; :data:`FORCE_FP16` is what the module docstring documents. The
+    switches exist so that tests can show each rule is visible in the numbers."""
+
+    round_weights: bool = True  # rule 1
+    round_activations: bool = True  # rule 2 (input and every stored result)
+    saturate: bool = True  # rule 4
+
+    def as_dict(self) -> dict[str, bool]:
+        return asdict(self)
+
+
+FORCE_FP16 = Rules()
+
+
+def round_fp16(t: torch.Tensor, *, saturate: bool = True) -> torch.Tensor:
+    """``t`` (float32) rounded to the nearest float16 value (ties to even), as float32. With
+    ``saturate`` (rule 4) what IEEE rounds to +-Inf (|t| >= 65520) becomes +-65504 and NaN becomes 0;
+    without, they stay Inf and NaN."""
+    h = t.to(torch.float16)
+    if saturate:
+        h = torch.nan_to_num(h, nan=0.0, posinf=FP16_MAX, neginf=-FP16_MAX)
+    return h.to(torch.float32)
+
+
+def _round_(t: torch.Tensor, saturate: bool) -> torch.Tensor:
+    """In place (``t`` is a fresh result nobody else holds): one float16 round trip; saturation is
+    applied on the float16 copy, half the bytes of a clamp on ``t``: +-Inf -> +-65504, NaN -> 0 (the
+    saturation mode's two rules, rule 4)."""
+    h = t.to(torch.float16)
+    if saturate:
+        torch.nan_to_num_(h, nan=0.0, posinf=FP16_MAX, neginf=-FP16_MAX)
+    return t.copy_(h)
+
+
+# -- the model's convolutions, with their BatchNorms folded ---------------------------------------------
+@dataclass(frozen=True)
+class ConvParams:
+    """A conv's weight and bias as the om holds them before rounding (BatchNorm folded in)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    folded: str | None = None  # the BatchNorm module folded into it
+
+
+def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``bn(conv(x)) == conv'(x)`` in eval mode: the folding torch's ONNX exporter applies (float32)."""
+    assert bn.running_var is not None and bn.running_mean is not None
+    scale = (bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
+    w = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
+    b = shift - bn.running_mean * scale + (bias * scale if bias is not None else 0)
+    return w.detach().float(), b.detach().float()
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """The model's FX graph (symbolic: no arithmetic, no weights needed)."""
+    try:
+        return fx.symbolic_trace(model)
+    except Exception as exc:  # torch.fx raises TraceError, TypeError ... on data-dependent control flow
+        raise Fp16Unsupported(type(model).__name__, f"the model cannot be traced by torch.fx ({exc})",
+                              "the emulation interprets the model's FX graph") from None
+
+
+def conv_bn_pairs(gm: fx.GraphModule) -> dict[str, str]:
+    """conv module -> the BatchNorm module that reads its output and nothing else does (folded)."""
+    pairs: dict[str, str] = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or not isinstance(gm.get_submodule(str(node.target)), nn.BatchNorm2d):
+            continue
+        src = node.args[0] if node.args else None
+        if isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1 and \
+                isinstance(gm.get_submodule(str(src.target)), nn.Conv2d):
+            pairs[str(src.target)] = str(node.target)
+    return pairs
+
+
+def params_from_model(model: nn.Module, gm: fx.GraphModule | None = None) -> dict[str, ConvParams]:
+    """Each conv's parameters with the BatchNorm after it folded in, from the model's own weights."""
+    gm = gm if gm is not None else trace(model)
+    pairs = conv_bn_pairs(gm)
+    out: dict[str, ConvParams] = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Conv2d):
+            bn_name = pairs.get(name)
+            if bn_name is None:
+                b = mod.bias.detach().float() if mod.bias is not None else None
+                out[name] = ConvParams(mod.weight.detach().float(), b)
+            else:
+                bn = model.get_submodule(bn_name)
+                assert isinstance(bn, nn.BatchNorm2d)
+                w, b = fold_batchnorm(mod.weight, mod.bias, bn)
+                out[name] = ConvParams(w, b, bn_name)
+    return out
+
+
+def params_from_onnx(model: nn.Module, onnx_model: Any, where: str = "onnx") -> dict[str, ConvParams]:
+    """Each conv's folded parameters read from the ONNX's initializers (what atc converts), matched to
+    ``model``'s conv modules by :func:`intrada.layermap.map_layers`. ``model`` may live on the meta
+    device: only its structure is used. Fp16Unsupported when a conv is not matched, a BatchNorm has a
+    node of its own, or a shape differs."""
+    from onnx import numpy_helper
+
+    from .layermap import map_layers
+
+    graph = onnx_model.graph
+    bn_nodes = [n.name or n.output[0] for n in graph.node if n.op_type == "BatchNormalization"]
+    if bn_nodes:
+        raise Fp16Unsupported(where, f"the ONNX keeps {len(bn_nodes)} BatchNormalization node(s) ({bn_nodes[0]} ...): "
+                              "exported without constant folding", "export with do_constant_folding=True (the "
+                              "seed's and intrada pth2onnx's default), the graph atc is given")
+    lmap = map_layers(model, graph, (1, *protocol.INPUT_SHAPE_CHW))
+    inits = {i.name: i for i in graph.initializer}
+    nodes = {n.name: n for n in graph.node}
+    out: dict[str, ConvParams] = {}
+    for p in lmap.points:
+        if p.op != "Conv":
+            continue
+        node = nodes.get(p.onnx_node) or next((n for n in graph.node if n.output and n.output[0] == p.onnx_value), None)
+        conv = model.get_submodule(p.name)
+        if node is None or not isinstance(conv, nn.Conv2d) or len(node.input) < 2 or node.input[1] not in inits:
+            raise Fp16Unsupported(where, f"conv {p.name}: no weight initializer in the ONNX node {p.onnx_node!r}",
+                                  "export the model with its weights as initializers")
+        w = torch.from_numpy(numpy_helper.to_array(inits[node.input[1]]).astype(np.float32, copy=True))
+        b = (torch.from_numpy(numpy_helper.to_array(inits[node.input[2]]).astype(np.float32, copy=True))
+             if len(node.input) > 2 and node.input[2] in inits else None)
+        if tuple(w.shape) != tuple(conv.weight.shape):
+            raise Fp16Unsupported(where, f"conv {p.name}: ONNX weight {list(w.shape)}, model {list(conv.weight.shape)}",
+                                  "the ONNX is not an export of this architecture")
+        out[p.name] = ConvParams(w, b, p.folded)
+    missing = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n not in out]
+    if missing:
+        raise Fp16Unsupported(where, f"{len(missing)} of the model's convolutions have no ONNX Conv node ({missing[0]} "
+                              f"...; unmatched ONNX nodes: {', '.join(lmap.unmatched_onnx[:2]) or 'none'})",
+                              "the ONNX is not an export of the IntraDA DeepLabv2")
+    return out
+
+
+# -- the interpreter ---------------------------------------------------------------------------------
+Observer = Callable[[fx.Node, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+class Emulation:
+    """``Emulation(model)(x)``: the model's outputs as force_fp16 computes them (see the module
+    docstring). ``params``: the convs' folded parameters (:func:`params_from_onnx`); by default they
+    are folded from ``model``'s own weights (:func:`params_from_model`)."""
+
+    def __init__(self, model: nn.Module, params: Mapping[str, ConvParams] | None = None, *,
+                 rules: Rules = FORCE_FP16) -> None:
+        model.eval()
+        self.rules = rules
+        self.gm = trace(model)
+        params = dict(params) if params is not None else params_from_model(model, self.gm)
+        self.folded = {p.folded for p in params.values() if p.folded}
+        self.folded_into = {name: p.folded for name, p in params.items() if p.folded}  # conv -> its BatchNorm
+        self.weights: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        for name, p in params.items():
+            w, b = p.weight, p.bias
+            if rules.round_weights:
+                w, b = round_fp16(w, saturate=rules.saturate), None if b is None else round_fp16(b, saturate=rules.saturate)
+            self.weights[name] = (w.contiguous(), b)
+        self.float32 = {name: (p.weight, p.bias) for name, p in params.items()}  # for diagnose()
+        self._check()
+
+    def _check(self) -> None:
+        for node in self.gm.graph.nodes:
+            if node.op == "call_module":
+                mod = self.gm.get_submodule(str(node.target))
+                if isinstance(mod, nn.Conv2d) and node.target not in self.weights:
+                    raise Fp16Unsupported(str(node.target), "conv without parameters", "pass params for every conv")
+                if isinstance(mod, nn.BatchNorm2d) and node.target not in self.folded:
+                    raise Fp16Unsupported(str(node.target), "a BatchNorm that follows no conv (nothing to fold it into)",
+                                          "the emulation covers conv+BatchNorm, ReLU, MaxPool and Add")
+                if not isinstance(mod, (nn.Conv2d, nn.BatchNorm2d, *EXACT_MODULES)):
+                    raise Fp16Unsupported(str(node.target), f"no force_fp16 rule for {type(mod).__name__}",
+                                          "the emulation covers conv+BatchNorm, ReLU, MaxPool and Add")
+            elif node.op == "call_function" and node.target not in (*ROUNDED_FUNCTIONS, *PASS_FUNCTIONS):
+                raise Fp16Unsupported(node.name, f"no force_fp16 rule for {getattr(node.target, '__name__', node.target)}",
+                                      "the emulation covers conv+BatchNorm, ReLU, MaxPool and Add")
+            elif node.op in ("call_method", "get_attr"):
+                raise Fp16Unsupported(node.name, f"no force_fp16 rule for {node.op} {node.target}",
+                                      "the emulation covers conv+BatchNorm, ReLU, MaxPool and Add")
+
+    def _conv(self, target: str, x: torch.Tensor, fp16: bool) -> torch.Tensor:
+        mod = self.gm.get_submodule(target)
+        assert isinstance(mod, nn.Conv2d)
+        w, b = self.weights[target] if fp16 else self.float32[target]
+        return F.conv2d(x, w, b, mod.stride, mod.padding, mod.dilation, mod.groups)  # type: ignore[arg-type]
+
+    def _apply(self, node: fx.Node, args: Any, kwargs: Any, fp16: bool, inplace: bool) -> tuple[torch.Tensor, bool]:
+        """One node's result on one side, unrounded, and whether the om stores it (rounds it)."""
+        if node.op == "call_module":
+            target = str(node.target)
+            mod = self.gm.get_submodule(target)
+            if isinstance(mod, nn.Conv2d):
+                return self._conv(target, args[0], fp16), True
+            if target in self.folded:
+                return args[0], False  # computed by the conv it is folded into
+            if isinstance(mod, nn.ReLU):  # exact on float16 values; in place where nothing else reads its input
+                src = node.args[0]
+                alone = inplace and isinstance(src, fx.Node) and src.op != "placeholder" and len(src.users) == 1
+                return F.relu(args[0], inplace=alone), False
+            return mod(*args, **kwargs), False  # exact on float16 values (EXACT_MODULES)
+        if node.op == "call_function":
+            return node.target(*args, **kwargs), node.target in ROUNDED_FUNCTIONS  # type: ignore[operator]
+        raise Fp16Unsupported(node.name, f"no force_fp16 rule for {node.op}", "")  # pragma: no cover (_check)
+
+    @staticmethod
+    def label(node: fx.Node, folded: Mapping[str, str]) -> str:
+        """How a stored result is named in a diagnosis: the conv (with the BatchNorm folded into it) or
+        the block an Add belongs to."""
+        if node.op == "placeholder":
+            return "input"
+        if node.op == "call_module":
+            bn = folded.get(str(node.target))
+            return f"{node.target} (+{bn.rsplit('.', 1)[-1]})" if bn else str(node.target)
+        return f"{_scope_of(node)} (add)"
+
+    def run(self, x: torch.Tensor, *, fp16: bool = True) -> Any:
+        """Interpret the graph on ``x``; ``fp16=False`` runs the same folded graph in float32 (the
+        reference :func:`diagnose` compares with)."""
+        return self._run(x, "fp16" if fp16 else "fp32")
+
+    def run_pair(self, x: torch.Tensor, observe: Observer) -> Any:
+        """float32 and force_fp16 side by side: ``observe(node, reference, unrounded, rounded)`` for every
+        stored result (the float32 value, the float16 side's value before and after rounding); returns
+        the float16 side's outputs."""
+        return self._run(x, "pair", observe)
+
+    def _run(self, x: torch.Tensor, mode: str, observe: Observer | None = None) -> Any:
+        last_use: dict[fx.Node, fx.Node] = {}
+        for node in self.gm.graph.nodes:
+            for inp in node.all_input_nodes:
+                last_use[inp] = node
+        sides = {"fp16": (True,), "fp32": (False,), "pair": (False, True)}[mode]
+        rnd = self.rules.round_activations
+        sat = self.rules.saturate
+        env: dict[fx.Node, tuple[Any, ...]] = {}
+        for node in self.gm.graph.nodes:
+            if node.op == "output":
+                return fx.node.map_arg(node.args[0], lambda n: env[n][-1])
+            outs: list[Any] = []
+            stored = False
+            for i, fp16 in enumerate(sides):
+                if node.op == "placeholder":
+                    out, stored = x.float().clone() if fp16 and rnd else x.float(), True
+                else:
+                    args = fx.node.map_arg(node.args, lambda n: env[n][i])
+                    kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n][i])
+                    out, stored = self._apply(node, args, kwargs, fp16, inplace=True)
+                if stored and fp16 and rnd:
+                    if observe is not None:
+                        rounded = _round_(out.clone(), sat)
+                        observe(node, outs[0], out, rounded)
+                        out = rounded
+                    else:
+                        out = _round_(out, sat)
+                outs.append(out)
+            env[node] = tuple(outs)
+            for inp in node.all_input_nodes:
+                if last_use.get(inp) is node:
+                    env.pop(inp, None)
+        raise Fp16Unsupported("graph", "no output node", "")  # pragma: no cover
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        with torch.inference_mode():
+            return self.run(x)
+
+
+def _scope_of(node: fx.Node) -> str:
+    """The module whose forward an FX call_function node came from (``layer1.0``), from the module
+    stack the tracer records; the node's own name when it has none."""
+    stack = node.meta.get("nn_module_stack")
+    return str(next(reversed(stack))) if stack else node.name
+
+
+# -- the runner ----------------------------------------------------------------------------------------
+def load_emulation(onnx_path: str | os.PathLike[str]) -> Emulation:
+    """The emulation of what atc converts from ``onnx_path``: the DeepLabv2 module tree (meta device:
+    structure only) with the ONNX's own folded conv parameters."""
+    import onnx
+
+    from .model import get_deeplab_v2
+
+    try:
+        m = onnx.load(str(onnx_path))
+    except Exception as exc:  # protobuf raises several types depending on the damage
+        raise Fp16Unsupported(onnx_path, f"not an ONNX model ({type(exc).__name__})", "pass the exported .onnx") from None
+    with torch.device("meta"):
+        skeleton = get_deeplab_v2()
+    skeleton.eval()
+    params = params_from_onnx(skeleton, m, str(onnx_path))
+    del m
+    return Emulation(skeleton, params)
+
+
+class Fp16EmulationRunner(Runner):
+    """The emulation of an ONNX's om as a runner: ``with runner: aux, main = runner.infer(batch)``."""
+
+    backend = "fp16-emulation"
+
+    def __init__(self, onnx_path: str | os.PathLike[str] | None = None, *, emulation: Emulation | None = None) -> None:
+        super().__init__()
+        if (onnx_path is None) == (emulation is None):
+            raise ValueError("pass exactly one of onnx_path or emulation")
+        self.onnx_path = Path(onnx_path) if onnx_path is not None else None
+        self._given = emulation
+        self._emulation: Emulation | None = emulation
+        self.seconds = 0.0  # emulated forwards, this runner's lifetime
+
+    def _activate(self) -> None:
+        if self._emulation is None:
+            assert self.onnx_path is not None
+            self._emulation = load_emulation(self.onnx_path)
+
+    def _deactivate(self) -> None:
+        self._emulation = self._given
+
+    def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        assert self._emulation is not None
+        t0 = time.perf_counter()
+        outputs = self._emulation(torch.from_numpy(batch))
+        self.seconds += time.perf_counter() - t0
+        aux, main = outputs[protocol.AUX_OUTPUT_INDEX], outputs[protocol.MAIN_OUTPUT_INDEX]
+        return aux.numpy(), main.numpy()
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend, "version": torch.__version__, "device": "cpu",
+                "rules": FORCE_FP16.as_dict(), "threads": torch.get_num_threads()}
+
+
+# -- where it goes wrong -------------------------------------------------------------------------------
+@dataclass
+class Fp16Diagnosis:
+    """float32 vs force_fp16, every stored result of one image: which layer overflows, which loses most."""
+
+    image: str
+    rows: list[Any]  # intrada.layerstats.LayerRow, per stored result, in execution order
+    gains: list[float]  # per row: its rel. euclidean minus the largest of the stored results it reads
+    overflow: dict[str, int]  # layer -> values beyond +-65504 (saturated), in execution order
+    seconds: float = 0.0
+
+    @property
+    def first_overflow(self) -> tuple[str, int] | None:
+        return next(iter(self.overflow.items()), None)
+
+    @property
+    def largest_loss(self) -> tuple[Any, float] | None:
+        if not self.rows:
+            return None
+        i = max(range(len(self.rows)), key=lambda k: self.gains[k])
+        return self.rows[i], self.gains[i]
+
+    @property
+    def first_beyond(self) -> Any:
+        """The first stored result beyond the per-layer limits (the om's), or None."""
+        return next((r for r in self.rows if r.diverged), None)
+
+    def report(self) -> str:
+        parts = []
+        first = self.first_overflow
+        if first is not None:
+            parts.append(f"float16 overflow in {len(self.overflow)} layer{'s' if len(self.overflow) != 1 else ''}, "
+                         f"first {first[0]}: {first[1]:,} values beyond +-65504 saturate")
+        else:
+            parts.append("no float16 overflow")
+        loss = self.largest_loss
+        if loss is not None:
+            row, gain = loss
+            parts.append(f"loses most at {row.layer}: rel. euclidean {row.rel_euclidean - gain:.3g} -> "
+                         f"{row.rel_euclidean:.3g}")
+        beyond = self.first_beyond
+        if beyond is not None:
+            parts.append(f"first layer beyond the om limits: {beyond.layer} ({'; '.join(beyond.failures)})")
+        return f"{'; '.join(parts)} (force_fp16 emulation vs float32 on {self.image}, {len(self.rows)} stored results)"
+
+    def as_dict(self) -> dict[str, Any]:
+        loss = self.largest_loss
+        beyond = self.first_beyond
+        return {"image": self.image, "report": self.report(), "overflow": dict(self.overflow),
+                "largest_loss": None if loss is None else {"layer": loss[0].layer, "gain": loss[1],
+                                                           "rel_euclidean": loss[0].rel_euclidean},
+                "first_beyond_limits": None if beyond is None else beyond.layer, "seconds": self.seconds,
+                "rows": [{**r.as_dict(), "gain": g, "overflow": self.overflow.get(r.layer, 0)}
+                         for r, g in zip(self.rows, self.gains)]}
+
+    def markdown(self, top: int = 12) -> str:
+        """The layers that lose most (and every overflowing one), in execution order."""
+        order = sorted(range(len(self.rows)), key=lambda k: -self.gains[k])[:top]
+        keep = sorted(set(order) | {k for k, r in enumerate(self.rows) if r.layer in self.overflow})
+        lines = [f"### force_fp16 emulation vs float32, {self.image}", "", self.report(), "",
+                 "| # | layer | shape | rel. euclidean | gain | cosine | max/scale | overflow | verdict |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        for k in keep:
+            r = self.rows[k]
+            verdict = "; ".join(r.failures).replace("|", "\\|") if r.failures else "ok"
+            lines.append(f"| {r.index + 1} | {r.layer} | {'x'.join(map(str, r.shape))} | {r.rel_euclidean:.3g} | "
+                         f"{self.gains[k]:+.3g} | {r.cosine:.7f} | {r.max_abs_over_scale:.3g} | "
+                         f"{self.overflow.get(r.layer, 0)} | {verdict} |")
+        return "\n".join(lines) + "\n"
+
+
+def diagnose(emulation: Emulation, image: np.ndarray, limits: Any, *, image_name: str = "image") -> Fp16Diagnosis:
+    """float32 and force_fp16 side by side on one image ([3,H,W] or [1,3,H,W] float32): every stored
+    result compared (:func:`intrada.layerstats.compare_layer`, judged against ``limits``, the om's),
+    values beyond the float16 range counted, and each layer's loss (how much its rounding adds to the
+    relative error of what it reads)."""
+    from .layermap import Point
+    from .layerstats import Scratch, compare_layer
+
+    t0 = time.perf_counter()
+    x = np.asarray(image, dtype=np.float32)
+    x = np.ascontiguousarray(x[None] if x.ndim == 3 else x)
+    gm = emulation.gm
+    out_node = next(n for n in gm.graph.nodes if n.op == "output")
+    outputs = {n: i for i, n in enumerate(out_node.all_input_nodes)}
+    stored_inputs = _stored_inputs(emulation)
+    rows: list[Any] = []
+    gains: list[float] = []
+    rel: dict[fx.Node, float] = {}
+    overflow: dict[str, int] = {}
+    scratch = Scratch()
+
+    def observe(node: fx.Node, reference: torch.Tensor, pre: torch.Tensor, rounded: torch.Tensor) -> None:
+        label = Emulation.label(node, emulation.folded_into)
+        over = int((pre.abs() > FP16_MAX).sum())
+        if over:
+            overflow[label] = over
+        op = "Conv" if node.op == "call_module" else ("Input" if node.op == "placeholder" else "Add")
+        point = Point(label, str(node.target), node.name, node.name, op, output_index=outputs.get(node))
+        row = compare_layer(len(rows), point, reference, rounded.numpy(), limits, scratch)
+        rows.append(row)
+        rel[node] = row.rel_euclidean
+        gains.append(row.rel_euclidean - max((rel.get(n, 0.0) for n in stored_inputs[node]), default=0.0))
+
+    with torch.inference_mode():
+        emulation.run_pair(torch.from_numpy(x), observe)
+    return Fp16Diagnosis(image_name, rows, gains, overflow, time.perf_counter() - t0)
+
+
+def _stored_inputs(emulation: Emulation) -> dict[fx.Node, set[fx.Node]]:
+    """Per node, the stored (rounded) results it reads, through ReLU, MaxPool and folded BatchNorms."""
+    stored: dict[fx.Node, set[fx.Node]] = {}
+    for node in emulation.gm.graph.nodes:
+        found: set[fx.Node] = set()
+        for inp in node.all_input_nodes:
+            is_stored = inp.op == "placeholder" or (inp.op == "call_module" and isinstance(
+                emulation.gm.get_submodule(str(inp.target)), nn.Conv2d)) or (
+                inp.op == "call_function" and inp.target in ROUNDED_FUNCTIONS)
+            found |= {inp} if is_stored else stored.get(inp, set())
+        stored[node] = found
+    return stored
