@@ -76,19 +76,23 @@ def unavailable(reason: str, images: int = 0) -> Prediction:
 
 
 # -- building it (the gate's fixture calls this) -----------------------------------------------------
-def predict(cache: Any, onnx_path: Path, onnx_sha256: str, bins: Any, samples: Sequence[Any], reference: Any,
-            limits: Limits, *, max_miou_delta: float) -> Prediction:
-    """The prediction on ``samples`` (the om sample images) against ``reference`` (ONNX Runtime's
-    stored outputs, which must cover them). Everything is cached: the emulated outputs (an outputs
-    entry, keyed like every runner's), both scores, and the diagnosis of a failed prediction."""
+def predict(cache: Any, onnx_path: Path, onnx_sha256: str, samples: Sequence[Any], limits: Limits, *,
+            max_miou_delta: float) -> Prediction:
+    """The prediction on ``samples`` (the om sample images): the emulation against ONNX Runtime on
+    exactly those images. Everything is cached and shared: their bins, ONNX Runtime's outputs (the
+    entry the om tests use when an om is judged: same runner, model and images), the emulated
+    outputs (keyed like every runner's), both scores, and the diagnosis of a failed prediction. It
+    never needs ONNX Runtime on the rest of the split, so a CPU run without a device pays for the
+    sample alone."""
     from . import artifacts, fp16, layermap, model, pipeline
+    from .runners.cpu import OnnxRuntimeRunner
 
     names = [s.name for s in samples]
     if not names:
         return unavailable("no om sample images")
-    missing = [n for n in names if n not in set(getattr(reference, "names", names))]
-    if missing:
-        return unavailable(f"ONNX Runtime's outputs do not cover the om sample image {missing[0]}", len(names))
+    bins = artifacts.bins_entry(cache, samples)
+    reference = artifacts.outputs_entry(cache, OnnxRuntimeRunner(onnx_path), {"onnx_sha256": onnx_sha256}, bins,
+                                        samples, "onnxruntime outputs")
     runner = fp16.Fp16EmulationRunner(onnx_path)
     model_id = {"onnx_sha256": onnx_sha256, "code": pipeline.code_fingerprint(fp16, model, layermap)}
     try:
@@ -107,7 +111,8 @@ def predict(cache: Any, onnx_path: Path, onnx_sha256: str, bins: Any, samples: S
         worst = _worst_image(reference, emulated, names)
         diagnosis = diagnosis_entry(cache, onnx_path, onnx_sha256, bins.path(worst), worst, limits)
     return Prediction(len(names), result, float(emulated_score["miou"]), float(reference_score["miou"]), seconds,
-                      diagnosis=diagnosis, emulation={**runner.describe(), "outputs": str(emulated.directory)})
+                      diagnosis=diagnosis, emulation={**runner.describe(), "outputs": str(emulated.directory),
+                                                      "reference": str(reference.directory)})
 
 
 def _entry_info(directory: Path) -> dict[str, Any]:
@@ -156,10 +161,10 @@ def judge_prediction(prediction: Prediction, *, max_miou_delta: float, limits_so
     delta limit: a verdict of its own (subject ``fp16-prediction``, kind ``prediction``)."""
     if not prediction.available or prediction.parity is None:
         return not_judged("om", SUBJECT, KIND, f"{LABEL}: no prediction: {prediction.reason}",
-                          **prediction.as_dict(), **extra)
+                          prediction=prediction.as_dict(), **extra)
     base = judge_parity(prediction.parity, gate="om", subject=SUBJECT)
     if not base.judged:
-        return not_judged("om", SUBJECT, KIND, f"{LABEL}: {base.reason}", **prediction.as_dict(), **extra)
+        return not_judged("om", SUBJECT, KIND, f"{LABEL}: {base.reason}", prediction=prediction.as_dict(), **extra)
     failures = [f"{f} (predicted)" for f in base.failures]
     delta = prediction.miou_delta
     if delta is None or not (math.isfinite(delta) and abs(delta) <= max_miou_delta):
