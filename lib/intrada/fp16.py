@@ -196,13 +196,14 @@ def params_from_onnx(model: nn.Module, onnx_model: Any, where: str = "onnx") -> 
     lmap = map_layers(model, graph, (1, *protocol.INPUT_SHAPE_CHW))
     inits = {i.name: i for i in graph.initializer}
     nodes = {n.name: n for n in graph.node}
+    modules = dict(model.named_modules())
     out: dict[str, ConvParams] = {}
     for p in lmap.points:
-        if p.op != "Conv":
+        conv = modules.get(p.name)
+        if p.op != "Conv" or not isinstance(conv, nn.Conv2d):  # graph outputs, containers
             continue
         node = nodes.get(p.onnx_node) or next((n for n in graph.node if n.output and n.output[0] == p.onnx_value), None)
-        conv = model.get_submodule(p.name)
-        if node is None or not isinstance(conv, nn.Conv2d) or len(node.input) < 2 or node.input[1] not in inits:
+        if node is None or len(node.input) < 2 or node.input[1] not in inits:
             raise Fp16Unsupported(where, f"conv {p.name}: no weight initializer in the ONNX node {p.onnx_node!r}",
                                   "export the model with its weights as initializers")
         w = torch.from_numpy(numpy_helper.to_array(inits[node.input[1]]).astype(np.float32, copy=True))

@@ -90,6 +90,9 @@ def predict(cache: Any, onnx_path: Path, onnx_sha256: str, samples: Sequence[Any
     names = [s.name for s in samples]
     if not names:
         return unavailable("no om sample images")
+    why = unsupported_entry(cache, onnx_path, onnx_sha256)
+    if why is not None:
+        return unavailable(f"the force_fp16 emulation cannot run this model: {why}", len(names))
     bins = artifacts.bins_entry(cache, samples)
     reference = artifacts.outputs_entry(cache, OnnxRuntimeRunner(onnx_path), {"onnx_sha256": onnx_sha256}, bins,
                                         samples, "onnxruntime outputs")
@@ -113,6 +116,27 @@ def predict(cache: Any, onnx_path: Path, onnx_sha256: str, samples: Sequence[Any
     return Prediction(len(names), result, float(emulated_score["miou"]), float(reference_score["miou"]), seconds,
                       diagnosis=diagnosis, emulation={**runner.describe(), "outputs": str(emulated.directory),
                                                       "reference": str(reference.directory)})
+
+
+def unsupported_entry(cache: Any, onnx_path: Path, onnx_sha256: str) -> str | None:
+    """Why the emulation cannot run the model in ``onnx_path`` (its convolutions do not map onto the
+    DeepLabv2 module tree, an op without a rule ...), or None; cached, so that a model that cannot be
+    emulated is said once and is no failed build."""
+    from . import fp16, layermap, model, pipeline
+
+    parts = {"onnx_sha256": onnx_sha256, "code": pipeline.code_fingerprint(fp16, model, layermap)}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        try:
+            fp16.load_emulation(onnx_path)
+            reason = None
+        except fp16.Fp16Unsupported as exc:
+            reason = str(exc)
+        (tmp / "support.json").write_text(json.dumps({"unsupported": reason}))
+        return {"unsupported": reason}
+
+    entry = cache.get_or_build("fp16-support", parts, build, description="force_fp16 emulation check")
+    return json.loads(entry.file("support.json").read_text())["unsupported"]  # type: ignore[no-any-return]
 
 
 def _entry_info(directory: Path) -> dict[str, Any]:
