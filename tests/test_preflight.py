@@ -138,3 +138,21 @@ def test_the_run_plan_shows_the_pre_flight_and_its_cost() -> None:
     sampled = make_plan(500, device_outputs=["om"], onnx_accuracy="auto", sample_images=8)
     assert set(sampled.preflight_indices) <= set(sampled.onnx_indices)
     assert not any(line.startswith("om pre-flight") for line in plan.for_parity_only(2).lines())
+
+
+def test_a_model_the_emulation_cannot_run_is_said_once_and_never_a_failed_build(tmp_path, toy_onnx) -> None:  # noqa: ANN001
+    """The conftest's toy ONNX has the IntraDA interface but not the DeepLabv2 convolutions."""
+    from types import SimpleNamespace
+
+    from intrada.cache import ArtifactCache
+
+    cache = ArtifactCache(tmp_path / "cache")
+    samples = [SimpleNamespace(name="frankfurt_000000_000294")]
+    first = preflight.predict(cache, toy_onnx, "toy", samples, OM, max_miou_delta=0.47)
+    again = preflight.predict(cache, toy_onnx, "toy", samples, OM, max_miou_delta=0.47)
+    assert not first.available and first.reason == again.reason and first.images == 1
+    assert first.reason.startswith("the force_fp16 emulation cannot run this model: ")  # type: ignore[union-attr]
+    stats = cache.stats()
+    assert (stats.builds, stats.build_failures, stats.hits) == (1, 0, 1)
+    v = preflight.judge_prediction(first, max_miou_delta=0.47)
+    assert not v.judged and v.details["prediction"]["reason"] == first.reason
