@@ -141,7 +141,8 @@ def _md_prediction(r: dict[str, Any]) -> list[str]:
     return out
 
 
-_RENDER = {"structure": _md_structure, "prediction": _md_prediction, "parity": _md_parity, "accuracy": _md_accuracy, "miou_delta": _md_miou_delta}
+_RENDER = {"structure": _md_structure, "parity": _md_parity, "accuracy": _md_accuracy, "miou_delta": _md_miou_delta,
+           "prediction": _md_prediction}
 
 
 def render_markdown(data: dict[str, Any], figures: list[str]) -> str:

@@ -177,7 +177,7 @@ def judge_gates(requirements: Sequence[Requirement], verdicts: Sequence[Verdict]
         own_verdicts = [v for v in gate_verdicts if v.kind != PREDICTION_KIND]
         selected = bool(gate_tests)
         reqs = [r for r in requirements if r.gate == gate and (selected or r.always)]
-        judged = {v.subject for v in gate_verdicts if v.judged}
+        judged = {v.subject for v in own_verdicts if v.judged}
         # A requirement on several subjects (-m om: the om or the dumps) is met by any one of them;
         # one from an input (--dumps) names exactly what must be judged.
         unmet = [r for r in reqs if not (r.subjects & judged)]
