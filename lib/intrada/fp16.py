@@ -287,7 +287,8 @@ class Emulation:
                 return F.relu(args[0], inplace=alone), False
             return mod(*args, **kwargs), False  # exact on float16 values (EXACT_MODULES)
         if node.op == "call_function":
-            return node.target(*args, **kwargs), node.target in ROUNDED_FUNCTIONS  # type: ignore[operator]
+            fn = operator.add if node.target is operator.iadd else node.target  # never in place: x may be read again
+            return fn(*args, **kwargs), node.target in ROUNDED_FUNCTIONS  # type: ignore[operator]
         raise Fp16Unsupported(node.name, f"no force_fp16 rule for {node.op}", "")  # pragma: no cover (_check)
 
     @staticmethod
