@@ -5,6 +5,7 @@ pytest_plugins = [
     "fixtures.report",
     "fixtures.perf",
     "fixtures.ascend",
+    "fixtures.fp16",
     # the suite's own tests run the gate in subprocesses through pytester
     "pytester",
 ]

@@ -6,15 +6,21 @@ recorded device outputs of the same split (``--dumps``, ``[dumps]``). Their comp
 uses the images ONNX Runtime ran on (the run plan's sample when device outputs are judged); their
 own mIoU over the whole split is judged by the accuracy gate (test_device_dumps_miou, test_om_miou).
 Limits: thresholds [om] and [[devices]].
+
+Before any device, the om pre-flight (test_om_fp16_preflight, intrada.gate.preflight) predicts on the CPU
+what force_fp16 does to this submission on the same sample images, judged against the same limits: a
+verdict of its own that never judges the om gate. On a device the om parity line carries the om's
+deviation over that prediction.
 """
 from __future__ import annotations
 
 import pytest
 
 from intrada.gate.perf import judge_device_throughput
+from intrada.gate.preflight import judge_om_parity, judge_prediction
+from intrada.gate.verdict import judge_accuracy, judge_miou_delta, judge_parity
 from intrada.parity.classdiff import ClassDelta, disagreement_over
 from intrada.parity.compare import compare_stored
-from intrada.gate.verdict import judge_accuracy, judge_miou_delta, judge_parity
 
 pytestmark = pytest.mark.om
 
@@ -23,10 +29,22 @@ def names(samples) -> list[str]:
     return [s.name for s in samples]
 
 
-def test_om_matches_onnx(om_outputs, onnx_outputs, onnx_samples, thresholds, gate_report) -> None:
+@pytest.mark.preflight
+def test_om_fp16_preflight(fp16_prediction, thresholds, gate_report) -> None:
+    """Predicted for force_fp16 (atc's default precision mode on 310/310P), on any CPU: the emulated om
+    (intrada.diagnosis.fp16) vs ONNX Runtime on the om sample images, judged against the om limits ([om]) and
+    the mIoU delta limit. A failing prediction says which layer overflows or loses most. Never judges
+    the om gate: without a device it stays "not judged"."""
+    gate_report.judge(judge_prediction(fp16_prediction, max_miou_delta=thresholds.get("om", "max_miou_delta"),
+                                       limits_source=f"{thresholds.path} [om]"))
+
+
+def test_om_matches_onnx(om_outputs, onnx_outputs, onnx_samples, fp16_prediction, thresholds, gate_report) -> None:
     """cosine > 0.99, rel. Euclidean < 0.05, KL < 0.005 on each head, main-head argmax agreement
     (thresholds [om]); a wrong output order or a precision loss beyond fp16 rounding fails here,
-    saying which classes turn into which, with a picture per image where the class maps differ."""
+    saying which classes turn into which, with a picture per image where the class maps differ. The
+    line carries the om's rel. Euclidean distance over the force_fp16 prediction's; a thresholds file
+    that sets [om] max_ratio_to_fp16_prediction gates on it."""
     result = compare_stored("onnxruntime", om_outputs.label, onnx_outputs, om_outputs.dumps, names(onnx_samples),
                             thresholds.om_limits())
     where = disagreement_over(onnx_outputs, om_outputs.dumps, names(onnx_samples))
@@ -34,8 +52,10 @@ def test_om_matches_onnx(om_outputs, onnx_outputs, onnx_samples, thresholds, gat
         {"name": s.name, "image": str(s.image), "label": str(s.label), "reference_label": "onnxruntime",
          "candidate_label": om_outputs.source, "reference": str(onnx_outputs.path(s.name, "main")),
          "candidate": str(om_outputs.dumps.path(s.name, "main"))} for s in onnx_samples[:3]])
-    gate_report.judge(judge_parity(result, gate="om", subject=om_outputs.source, where=where.report(),
-                                   disagreement=where.as_dict(), **om_outputs.provenance()))
+    max_ratio, ratio_source = thresholds.fp16_ratio_gate()
+    gate_report.judge(judge_om_parity(result, fp16_prediction, subject=om_outputs.source, max_ratio=max_ratio,
+                                      ratio_source=ratio_source, where=where.report(), disagreement=where.as_dict(),
+                                      **om_outputs.provenance()))
 
 
 def test_om_miou_matches_onnx(om_outputs, om_sample_score, onnx_score, onnx_samples, thresholds, gate_report) -> None:

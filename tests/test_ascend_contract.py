@@ -126,13 +126,20 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _ort_outputs(onnx_path: Path, bins: Path, name: str, fp16: bool = True) -> list[np.ndarray]:
-    """What a faithful om gives: fp16 in, fp32 compute, fp16 out (the fake's force_fp16)."""
+    """What a faithful om gives. force_fp16 (``fp16``): float16 input, weights and results, the
+    convolution in float32 (the toy is one conv per head, so its result is the output, rounded once)."""
+    import onnx
     import onnxruntime as ort
+    from onnx import numpy_helper
 
     x = np.fromfile(bins / f"{name}.bin", dtype=np.float32).reshape(1, *protocol.INPUT_SHAPE_CHW)
+    model = onnx.load(str(onnx_path))
     if fp16:
         x = x.astype(np.float16).astype(np.float32)
-    outs = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+        for i, init in enumerate(model.graph.initializer):
+            rounded = numpy_helper.to_array(init).astype(np.float16).astype(np.float32)
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(rounded, init.name))
+    outs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"image": x})
     return [o[0].astype(np.float16).astype(np.float32) if fp16 else o[0] for o in outs]
 
 
@@ -864,8 +871,12 @@ def test_without_ascend_tools_every_om_test_skips_with_one_reason(tmp_path: Path
 
     result = run_gate(tmp_path, toy_cache, "-m", "om", *toy_gate["args"], "--batch-sizes", "1,4")
     outcomes = result.parseoutcomes()
-    assert outcomes.get("skipped") == 7 and "passed" not in outcomes and "failed" not in outcomes, outcomes
-    assert skip_reasons(result) == {NOTHING_REASON}
+    assert outcomes.get("skipped") == 8 and "passed" not in outcomes and "failed" not in outcomes, outcomes
+    # the device tests skip with one reason; the pre-flight says why it has no prediction for the toy
+    predicted = {r for r in skip_reasons(result) if r.startswith("om [fp16-prediction]: not judged: predicted for "
+                                                                 "force_fp16: no prediction: the force_fp16 emulation "
+                                                                 "cannot run this model")}
+    assert len(predicted) == 1 and skip_reasons(result) - predicted == {NOTHING_REASON}, skip_reasons(result)
     # -m om asked for the om gate: a run that judged nothing is not a pass
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert re.search(r"om +NOT JUDGED \(required: -m 'om'\): no Ascend om to judge", result.stdout.str())
@@ -909,7 +920,7 @@ def test_partial_setups_say_what_is_missing_and_never_pass(tmp_path: Path, fakes
         assert outcomes.get("errors", 0) + outcomes.get("failed", 0) == 4 and "passed" not in outcomes, outcomes
         assert f"ToolError: om gate: {reason}" in result.stdout.str()
     else:
-        assert outcomes.get("skipped") == 6 and "failed" not in outcomes and "error" not in outcomes, outcomes
+        assert outcomes.get("skipped") == 7 and "failed" not in outcomes and "error" not in outcomes, outcomes
         live = {r for r in skip_reasons(result) if "--dumps" not in r.split(":")[0]}
         assert any(reason in r for r in live), live
         assert re.search(r"om +NOT JUDGED \(required: -m 'om'", result.stdout.str())
@@ -951,7 +962,8 @@ def test_faithful_om_passes_and_is_reported_as_a_contract_test(tmp_path: Path, f
     result = run_gate(tmp_path, toy_cache, "-m", "om and not accuracy", *toy_gate["args"], "--om-runner",
                       "ais_bench-cli", "--batch-sizes", "1,2", "--report", str(report), subprocess=True)
     outcomes = result.parseoutcomes()
-    assert outcomes.get("passed") == 3 and outcomes.get("skipped") == 3 and "failed" not in outcomes, \
+    # skipped: the two --dumps tests, bs2's throughput (no target), the pre-flight (the toy is no DeepLabv2)
+    assert outcomes.get("passed") == 3 and outcomes.get("skipped") == 4 and "failed" not in outcomes, \
         "\n".join(result.outlines[-30:])
     # the header says which ais_bench was found, from its files (nothing imported at pytest start)
     layout = {"tools": "github.com/Ascend/tools ais-bench_workload/tool/ais_bench",
@@ -967,6 +979,8 @@ def test_faithful_om_passes_and_is_reported_as_a_contract_test(tmp_path: Path, f
     assert setup["fake_components"] == ["ais_bench", "atc", "benchmark", "npu-smi", "om"]
     (parity,) = results(data, gate="om", kind="parity", subject="om")
     assert parity["state"] == "passed" and parity["details"]["contract_fake"] and parity["details"]["run"]["fake"]
+    assert "| no force_fp16 prediction to compare with (the force_fp16 emulation cannot run this model" in \
+        parity["summary"] and parity["details"]["fp16_prediction"]["gate"] == "off"
     assert "FAKE: contract-test" in parity["details"]["candidate"]
     throughput = {r["details"]["batch_size"]: r for r in results(data, kind="throughput")}
     rows = {bs: r["details"] for bs, r in throughput.items()}
@@ -1095,7 +1109,7 @@ def test_recorded_dumps_alone_are_judged_against_the_onnx(tmp_path: Path, no_asc
     outcomes = result.parseoutcomes()
     failed = [line for line in result.outlines if line.startswith("FAILED")]
     if mode == "fp16":
-        assert outcomes.get("passed") == 2 and outcomes.get("skipped") == 4, "\n".join(result.outlines[-30:])
+        assert outcomes.get("passed") == 2 and outcomes.get("skipped") == 5, "\n".join(result.outlines[-30:])
     else:  # the toy's two heads score alike, so only the tensor comparison can catch the swap here
         assert len(failed) == 1 and "test_om_matches_onnx[dumps]" in failed[0], "\n".join(result.outlines[-30:])
         assert "recorded device outputs --dumps" in result.stdout.str() and "main: cosine" in result.stdout.str()
@@ -1176,8 +1190,19 @@ def test_demo_om_through_the_fakes(tmp_path: Path, fakes, gate_seed, demo_om_cac
     result.stdout.fnmatch_lines(["intrada gate: plan: ONNX Runtime on 3 of 4 images (*): a sample spread over*"])
     (parity,) = results(data, kind="parity", subject="om")
     assert parity["details"]["images"] == 3
+    # the om's rel. Euclidean distance over the force_fp16 prediction's (emulated in PyTorch, intrada.diagnosis.fp16),
+    # on the same 3 images: the fake's fp16 mode computes what the emulation says (an ONNX rewrite run by
+    # ONNX Runtime, tests/fakes/python/intrada_fake_fp16.py) and lands near 1; a broken om far above
+    ratio = parity["details"]["fp16_prediction"]["ratio_rel_euclidean"]
+    assert set(ratio) == {"aux", "main"} and "rel. euclidean over the force_fp16 prediction: aux" in parity["summary"]
+    (predicted,) = results(data, kind="prediction")
+    assert predicted["state"] == "passed" and predicted["details"]["images"] == 3
     if mode == "fp16":
-        assert outcomes.get("passed") == 4 and outcomes.get("skipped") == 2, "\n".join(result.outlines[-30:])
+        assert all(0.8 < r < 1.25 for r in ratio.values()), ratio
+    else:
+        assert min(ratio.values()) > 10, ratio
+    if mode == "fp16":
+        assert outcomes.get("passed") == 5 and outcomes.get("skipped") == 2, "\n".join(result.outlines[-30:])
         (om_acc,) = results(data, kind="accuracy", subject="om")
         assert om_acc["details"]["contract_fake"] and "FAKE: contract-test" in om_acc["details"]["device"]
         assert om_acc["details"]["images"] == 4  # the om's own mIoU is over the whole (sub)split

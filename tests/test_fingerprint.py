@@ -17,7 +17,9 @@ from intrada.cache import fingerprint
 from intrada.cache.fingerprint import code_identity, code_modules
 from intrada.core import protocol
 from intrada.dataset.cityscapes import Sample
-from intrada.gate import artifacts
+from intrada.diagnosis.fp16_emulation import Fp16EmulationRunner
+from intrada.gate import artifacts, preflight
+from intrada.parity.compare import Limits
 from intrada.runners.cpu import OnnxRuntimeRunner, TorchRunner
 
 PKG = Path(fingerprint.__file__).resolve().parents[1]
@@ -51,6 +53,7 @@ def _refs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, tuple[An
         return code_identity(*code, root=root)
 
     monkeypatch.setattr(artifacts, "code_identity", spy)
+    monkeypatch.setattr(preflight, "code_identity", spy)
     cache = RecordingCache(tmp_path / "cache")
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"weights")
@@ -69,6 +72,10 @@ def _refs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, tuple[An
         "outputs pytorch": lambda: artifacts.outputs_entry(cache, TorchRunner(weights), {}, bins, [sample], "x"),  # type: ignore[arg-type]
         "eval": lambda: artifacts.evaluation_entry(cache, [sample], dumps, "x"),  # type: ignore[arg-type]
         "noise": lambda: artifacts.noise_floor_entry(cache, weights, bins, [sample]),  # type: ignore[arg-type]
+        "outputs fp16 emulation": lambda: artifacts.outputs_entry(cache, Fp16EmulationRunner(weights), {}, bins,  # type: ignore[arg-type]
+                                                                   [sample], "x"),
+        "fp16 support": lambda: preflight.unsupported_entry(cache, weights, "sha"),
+        "fp16 diagnosis": lambda: preflight.diagnosis_entry(cache, weights, "sha", bins.path("a"), "a", Limits()),
     }
     for f in ("a_gtFine_labelIds.png", "a.png"):
         (tmp_path / f).write_bytes(b"")
@@ -139,6 +146,8 @@ def test_the_code_that_computes_the_outputs_is_in_their_key(monkeypatch: pytest.
     assert {"intrada.evaluation.evaluate", "intrada.evaluation.postprocess", "intrada.evaluation.metrics"} <= \
         set(code_modules(*refs["eval"]))
     assert "intrada.ascend.atc" in code_modules(*refs["om"])
+    for fp16_entry in ("outputs fp16 emulation", "fp16 support", "fp16 diagnosis"):
+        assert {"intrada.diagnosis.fp16", "intrada.diagnosis.fp16_emulation"} <= set(code_modules(*refs[fp16_entry]))
     # and nothing the builder does not run: the gate's verdicts are not in the bins' key
     assert "intrada.gate.verdict" not in code_modules(*refs["bins"])
 

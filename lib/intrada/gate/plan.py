@@ -42,6 +42,10 @@ class RunPlan:
     seconds_per_image: float | None  # ONNX Runtime, estimated for this machine
     estimate_basis: str
     parity_only: bool = False  # only parity tests read ONNX Runtime's outputs (see split_needed)
+    # the om pre-flight (intrada.preflight): the force_fp16 emulation on the om sample, and what one
+    # emulated image costs in float32 forwards (intrada.fp16.COST_IN_FP32_FORWARDS); () when not planned
+    preflight_indices: tuple[int, ...] = ()
+    preflight_cost: float | None = None
 
     @property
     def onnx_full(self) -> bool:
@@ -50,6 +54,10 @@ class RunPlan:
     def select(self, items: Sequence[Any]) -> list[Any]:
         """The ONNX Runtime images among ``items`` (the split's samples, in order)."""
         return [items[i] for i in self.onnx_indices]
+
+    def select_preflight(self, items: Sequence[Any]) -> list[Any]:
+        """The om pre-flight's images among ``items``: the om sample, a subset of the ONNX Runtime images."""
+        return [items[i] for i in self.preflight_indices]
 
     def lines(self) -> list[str]:
         def cost(n: int) -> str:
@@ -60,6 +68,15 @@ class RunPlan:
         if not self.onnx_full and not self.parity_only:
             out.append(f"ONNX Runtime on all {self.images} images would take{cost(self.images) or ' longer'}; "
                        "pass --onnx-accuracy full to run it")
+        if self.preflight_indices and not self.parity_only:
+            n = len(self.preflight_indices)
+            factor = self.preflight_cost
+            each = "" if factor is None else f", ~{factor:.1f} fp32 forwards per image"
+            spent = "" if factor is None or self.seconds_per_image is None else \
+                f" ({_duration(n * factor * self.seconds_per_image)}{each})"
+            out.append(f"om pre-flight: force_fp16 emulation on {n} of {self.images} images{spent or each}: the om "
+                       "sample, against ONNX Runtime's outputs on them (predicted for force_fp16; never certifies "
+                       "an om)")
         if self.seconds_per_image is not None:
             out.append(f"estimate: {self.seconds_per_image:.1f} s per image ({self.estimate_basis})")
         return out
@@ -81,7 +98,8 @@ class RunPlan:
         return {"images": self.images, "onnx_images": len(self.onnx_indices), "onnx_indices": list(self.onnx_indices),
                 "device_outputs": list(self.device_outputs), "reason": self.reason, "parity_only": self.parity_only,
                 "seconds_per_image": self.seconds_per_image, "estimate_basis": self.estimate_basis,
-                "lines": self.lines()}
+                "preflight_images": len(self.preflight_indices), "preflight_indices": list(self.preflight_indices),
+                "preflight_fp32_forwards_per_image": self.preflight_cost, "lines": self.lines()}
 
 
 def split_needed(selected: Iterable[tuple[Collection[str], Collection[str]]]) -> bool:
@@ -94,8 +112,11 @@ def split_needed(selected: Iterable[tuple[Collection[str], Collection[str]]]) ->
 
 
 def make_plan(images: int, *, device_outputs: Sequence[str], onnx_accuracy: str, sample_images: int,
-              seconds_per_image: float | None = None, estimate_basis: str = "") -> RunPlan:
-    """``onnx_accuracy``: "full", "sample" or "auto" (sample exactly when device outputs are judged)."""
+              seconds_per_image: float | None = None, estimate_basis: str = "",
+              preflight_cost: float | None = None) -> RunPlan:
+    """``onnx_accuracy``: "full", "sample" or "auto" (sample exactly when device outputs are judged).
+    The om pre-flight always runs on the om sample (``sample_images`` spread over the split), the images
+    an om's parity is judged on; ``preflight_cost``: one emulated image in float32 forwards."""
     if onnx_accuracy not in ("auto", "full", "sample"):
         raise ValueError(f"onnx_accuracy must be auto, full or sample, got {onnx_accuracy!r}")
     sample = onnx_accuracy == "sample" or (onnx_accuracy == "auto" and bool(device_outputs))
@@ -108,7 +129,8 @@ def make_plan(images: int, *, device_outputs: Sequence[str], onnx_accuracy: str,
     else:
         reason = "the whole split (--onnx-accuracy full)" if onnx_accuracy == "full" else "the whole split"
         indices = tuple(range(images))
-    return RunPlan(images, indices, tuple(device_outputs), reason, seconds_per_image, estimate_basis)
+    return RunPlan(images, indices, tuple(device_outputs), reason, seconds_per_image, estimate_basis,
+                   preflight_indices=spread(images, sample_images), preflight_cost=preflight_cost)
 
 
 def parity_only_plan(plan: RunPlan, cfg: Any) -> RunPlan:
@@ -122,9 +144,10 @@ def plan_for_config(cfg: Any) -> RunPlan:
     thresholds in effect, the estimate from a small fp32 matmul measured now."""
     from .artifacts import judged_images
     from .. import demo
-    from ..core import protocol
     from ..ascend.tools import discover
+    from ..core import protocol
     from ..dataset.cityscapes import list_samples
+    from ..diagnosis.fp16 import COST_IN_FP32_FORWARDS
     from ..runners.roofline import measure_matmul_gflops
 
     if cfg.cityscapes is not None:
@@ -141,6 +164,6 @@ def plan_for_config(cfg: Any) -> RunPlan:
     gflops = measure_matmul_gflops(n=1024, repeats=3).gflops
     return make_plan(images, device_outputs=outputs, onnx_accuracy=cfg.onnx_accuracy,
                      sample_images=thresholds.get("om", "onnx_sample_images"),
-                     seconds_per_image=protocol.GFLOP_PER_IMAGE / gflops,
+                     seconds_per_image=protocol.GFLOP_PER_IMAGE / gflops, preflight_cost=COST_IN_FP32_FORWARDS,
                      estimate_basis=f"{protocol.GFLOP_PER_IMAGE:.0f} GFLOP per image at this CPU's fp32 matmul rate, "
                      f"{gflops:.0f} GFLOP/s measured now")

@@ -31,7 +31,7 @@ def report_data(gates: Mapping[str, GateVerdict], verdicts: Sequence[Verdict], s
                 context: Mapping[str, Any], options: Mapping[str, Any], duration_s: float) -> dict[str, Any]:
     """Everything report.json holds."""
     return {"verdicts": {g: v.as_dict() for g, v in gates.items()},
-            "exit_ok": not any(v.breaks_run or v.state == "FAIL" for v in gates.values()),
+            "exit_ok": not any(v.breaks_run or v.state == "FAIL" or v.prediction_failed for v in gates.values()),
             "results": [v.as_dict() for v in verdicts], "sections": dict(sections), "environment": environment(),
             "options": dict(options), "duration_s": round(duration_s, 1), **context}
 
@@ -74,6 +74,8 @@ def _md_parity(r: dict[str, Any]) -> list[str]:
         out += [f"Limits: {d['limit_source']}", ""]
     if d.get("layer_diff"):
         out += [d["layer_diff"]["markdown"], ""]
+    if d.get("fp16_prediction"):
+        out += [r["summary"].rsplit(" | ", 1)[-1], ""]
     out += ["| output | max abs | mean abs | p99 abs | logit scale | cosine | rel. euclidean | KL | argmax agreement |",
             "|---|---|---|---|---|---|---|---|---|"]
     for o in d["outputs"]:
@@ -121,7 +123,26 @@ def _md_throughput(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-_RENDER = {"structure": _md_structure, "parity": _md_parity, "accuracy": _md_accuracy, "miou_delta": _md_miou_delta}
+def _md_prediction(r: dict[str, Any]) -> list[str]:
+    """The om pre-flight (intrada.preflight): predicted statistics, never a verdict on an om."""
+    d = r["details"]
+    out = ["", f"## om pre-flight, predicted for force_fp16: **{_state(r)}**", "", r["summary"], ""]
+    if r["failures"]:
+        out += [f"- {f}" for f in r["failures"]] + [""]
+    if r.get("where"):
+        out += [f"Where: {r['where']}", ""]
+    parity = d.get("parity") or {}
+    if parity.get("outputs"):
+        out += ["| output | max abs / scale | cosine | rel. euclidean | KL | argmax agreement |", "|---|---|---|---|---|---|"]
+        out += [f"| {o['output']} | {o['max_abs_over_scale']:.3g} | {o['cosine']:.7f} | {o['rel_euclidean']:.3g} | "
+                f"{o['kl']:.3g} | {o['argmax_agreement']:.4%} |" for o in parity["outputs"]]
+    if (d.get("diagnosis") or {}).get("markdown"):
+        out += ["", d["diagnosis"]["markdown"]]
+    return out
+
+
+_RENDER = {"structure": _md_structure, "parity": _md_parity, "accuracy": _md_accuracy, "miou_delta": _md_miou_delta,
+           "prediction": _md_prediction}
 
 
 def render_markdown(data: dict[str, Any], figures: list[str]) -> str:

@@ -11,6 +11,9 @@ A gate is *required* when the user asked for it:
   not: a model zoo pins what certification means).
 
 A required gate that ends with no judged verdict of the subjects it was required for fails the run.
+A prediction (verdict kind :data:`PREDICTION_KIND`, from a test marked ``preflight``: the om
+pre-flight, :mod:`intrada.preflight`) is reported with its gate but never judges it: it neither
+passes, fails nor explains a gate; a failed prediction fails its own test (and so the run).
 Everything here is pure: the pytest plugin feeds it options, verdicts and test outcomes.
 """
 from __future__ import annotations
@@ -29,6 +32,8 @@ CORE_SUBJECTS: dict[str, frozenset[str]] = {
     "perf": frozenset({"onnxruntime", "om"}),
     "om": frozenset({"om", "dumps"}),
 }
+#: Verdicts of this kind (and the outcomes of tests that make them) never judge a gate.
+PREDICTION_KIND = "prediction"
 #: option (pytest dest name) -> (gate, subjects it asks to be judged)
 IMPLIED_BY_OPTION: dict[str, tuple[tuple[str, frozenset[str]], ...]] = {
     "weights": (("parity", CORE_SUBJECTS["parity"]), ("accuracy", CORE_SUBJECTS["accuracy"])),
@@ -104,6 +109,7 @@ class TestOutcome:
     test: str
     outcome: str  # passed, failed, error, skipped
     message: str = ""
+    predicts: bool = False  # a prediction's test (marker ``preflight``): never judges its gate
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,16 @@ class GateVerdict:
     reason: str | None = None
     verdicts: tuple[Verdict, ...] = ()
     tests: tuple[TestOutcome, ...] = field(default=())
+
+    @property
+    def predictions(self) -> tuple[Verdict, ...]:
+        return tuple(v for v in self.verdicts if v.kind == PREDICTION_KIND)
+
+    @property
+    def prediction_failed(self) -> bool:
+        """A prediction said no: its test failed (the run fails), the gate's own state is unchanged."""
+        return any(v.state is State.FAILED for v in self.predictions) or \
+            any(t.predicts and t.outcome in ("failed", "error") for t in self.tests)
 
     @property
     def breaks_run(self) -> bool:
@@ -158,14 +174,16 @@ def judge_gates(requirements: Sequence[Requirement], verdicts: Sequence[Verdict]
     for gate in GATES:
         gate_tests = tuple(tests.get(gate, ()))
         gate_verdicts = tuple(v for v in verdicts if v.gate == gate)
+        own_tests = [t for t in gate_tests if not t.predicts]  # what judges the gate: no prediction
+        own_verdicts = [v for v in gate_verdicts if v.kind != PREDICTION_KIND]
         selected = bool(gate_tests)
         reqs = [r for r in requirements if r.gate == gate and (selected or r.always)]
-        judged = {v.subject for v in gate_verdicts if v.judged}
+        judged = {v.subject for v in own_verdicts if v.judged}
         # A requirement on several subjects (-m om: the om or the dumps) is met by any one of them;
         # one from an input (--dumps) names exactly what must be judged.
         unmet = [r for r in reqs if not (r.subjects & judged)]
-        failed = any(t.outcome in ("failed", "error") for t in gate_tests) or \
-            any(v.state is State.FAILED for v in gate_verdicts)
+        failed = any(t.outcome in ("failed", "error") for t in own_tests) or \
+            any(v.state is State.FAILED for v in own_verdicts)
         if failed:
             state = "FAIL"
         elif not gate_tests and not gate_verdicts:
@@ -177,7 +195,7 @@ def judge_gates(requirements: Sequence[Requirement], verdicts: Sequence[Verdict]
         missing = tuple(sorted({s for r in unmet for s in r.subjects})) if unmet else ()
         reason = None
         if missing or state in ("NOT JUDGED", "not run"):
-            reason = _reason(gate_verdicts, frozenset(missing) if missing else None)
+            reason = _reason(own_verdicts, frozenset(missing) if missing else None)
             if reason is None and reqs and not selected:
                 reason = "no test of this gate was selected"
         out[gate] = GateVerdict(gate, state, tuple(dict.fromkeys(r.why for r in reqs)), missing, reason,

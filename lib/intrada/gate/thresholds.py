@@ -51,6 +51,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "min_argmax_agreement": ((int, float), True),
         "max_miou_delta": ((int, float), True),
         "onnx_sample_images": (int, True),
+        # off unless set: the om's rel. Euclidean distance over the force_fp16 prediction's (intrada.preflight)
+        "max_ratio_to_fp16_prediction": ((int, float), False),
     },
     "openvino": {
         "min_cosine": ((int, float), True),
@@ -131,6 +133,14 @@ class Thresholds:
         p = self._values["parity"]
         return derive_limits(floor, factor=float(p["noise_factor"]), outer=outer or self.parity_limits(),
                              minimum=float(p["noise_min_floor"]))
+
+    def fp16_ratio_gate(self) -> tuple[float | None, str | None]:
+        """[om] max_ratio_to_fp16_prediction and its source; (None, None) when the file leaves it out
+        (the shipped file does: no device has calibrated it yet)."""
+        o = self._values["om"]
+        if "max_ratio_to_fp16_prediction" not in o:
+            return None, None
+        return float(o["max_ratio_to_fp16_prediction"]), self._sources["om"]["max_ratio_to_fp16_prediction"]
 
     def openvino_limits(self, precision: str, floor: float | None = None) -> Limits:
         """bf16 (8 mantissa bits): the main-head argmax only. fp32: the [openvino] limits, and within
@@ -255,6 +265,11 @@ def _check_ranges(path: Path, v: dict[str, dict[str, Any]]) -> None:
     if not 1.0 <= factor < math.inf:
         raise ThresholdsError(path, f"parity.noise_factor = {factor} must be finite and >= 1",
                               "a limit below the measured noise fails faithful exports")
+    ratio = v["om"].get("max_ratio_to_fp16_prediction")
+    if ratio is not None and not 1.0 <= ratio < math.inf:
+        raise ThresholdsError(path, f"om.max_ratio_to_fp16_prediction = {ratio} must be finite and >= 1",
+                              "an om that rounds exactly as predicted has ratio 1; leave the key out to turn the "
+                              "check off")
     if not 0.0 < floor < math.inf:
         raise ThresholdsError(path, f"parity.noise_min_floor = {floor} must be finite and > 0",
                               "use one float32 ulp, 1.1920929e-07")

@@ -13,8 +13,9 @@ Environment (read by every fake at run time):
 
 ``INTRADA_FAKE_NPU_CHIP``     chip name npu-smi reports and the runtime accepts (default ``310P3``)
 ``INTRADA_FAKE_NPU_DEVICES``  number of devices (default 1)
-``INTRADA_FAKE_NPU_OUTPUTS``  ``fp16`` (default: fp16 input and output rounding, what force_fp16 -
-                              atc's default on 310/310P - does to a faithful om), ``exact`` (fp32),
+``INTRADA_FAKE_NPU_OUTPUTS``  ``fp16`` (default: what force_fp16 - atc's default on 310/310P - computes
+                              in a faithful om: float16 weights and results, float32 accumulation,
+                              saturation; intrada_fake_fp16), ``exact`` (fp32),
                               ``swap`` (outputs in the wrong order), ``noise`` (fp16-like relative
                               noise far beyond rounding, see ``INTRADA_FAKE_NPU_NOISE``), ``perturb``
                               (a class-channel offset that moves the argmax)
@@ -158,7 +159,13 @@ class FakeModel:
 
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
-            self._session = ort.InferenceSession(self._onnx, sess_options=opts, providers=["CPUExecutionProvider"])
+            if self.fp16:  # the om's arithmetic under force_fp16 (see intrada_fake_fp16)
+                from intrada_fake_fp16 import force_fp16
+
+                graph = force_fp16(self._onnx)
+            else:
+                graph = self._onnx
+            self._session = ort.InferenceSession(graph, sess_options=opts, providers=["CPUExecutionProvider"])
         return self._session
 
     def run(self, batch: np.ndarray) -> tuple[list[np.ndarray], float]:
