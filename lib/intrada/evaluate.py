@@ -4,6 +4,7 @@ Per image: read the main-head logits, upsample + argmax (:func:`postprocess.upsa
 exact), load the trainId label (decoded once, then cached as .npy), count the confusion matrix.
 Images are independent, so they are spread over worker processes and the integer matrices are
 summed; the sum does not depend on the order, so the result is identical for any worker count.
+Each image's stages are timed (:data:`STAGES`), so a result says where its time went.
 
 :func:`evaluate_dumps_reference` is the seed's procedure written out literally (torch upsample,
 argmax, PIL label + lookup table, ``fast_hist``), single process; tests and benchmarks compare
@@ -15,6 +16,7 @@ import concurrent.futures as cf
 import hashlib
 import multiprocessing as mp
 import os
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,18 @@ from .metrics import ConfusionMatrix, SegmentationScore, confusion_matrix
 from .postprocess import upsample_argmax
 
 _LABEL_SHAPE = (protocol.LABEL_H, protocol.LABEL_W)
+#: What each image's time goes to: its label (the .npy cache, or the PNG decoded and cached), its
+#: dump read (with the size and NaN/Inf checks), the exact upsample + argmax, the confusion matrix.
+STAGES = ("labels", "read", "upsample", "histogram")
+# A worker pool's start costs ~0.3-0.4 s when the process holds threads (torch, ONNX Runtime: a
+# fresh interpreter from the forkserver), about 16 images' work on smooth logits: a worker pays
+# off from 16 images of its own (workers_for).
+MIN_IMAGES_PER_WORKER = 16
+
+
+def workers_for(images: int, available: int = 2) -> int:
+    """Worker processes for ``images`` images: up to ``available``, one per MIN_IMAGES_PER_WORKER."""
+    return max(1, min(available, images // MIN_IMAGES_PER_WORKER))
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,6 +56,18 @@ class EvalResult:
     predictions: dict[str, np.ndarray] = field(default_factory=dict)  # name -> uint8 trainId map
     label_cache_hits: int = 0
     label_cache_misses: int = 0
+    # seconds per stage (STAGES) summed over images and workers, and the wall-clock seconds
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    workers: int = 1
+
+    def cost(self) -> dict[str, Any]:
+        """Where the time went, JSON-ready: per stage (CPU-side seconds summed over workers), the
+        wall clock, the workers, and what the stages leave unexplained (process start, IPC, idle)."""
+        stages = {k: round(v, 3) for k, v in self.stage_seconds.items()}
+        return {"seconds": round(self.seconds, 3), "workers": self.workers, "images": self.score.num_images,
+                "stages": stages, "overhead": round(self.seconds * self.workers - sum(self.stage_seconds.values()), 3),
+                "label_cache_hits": self.label_cache_hits}
 
     @property
     def miou(self) -> float:
@@ -94,11 +120,36 @@ class _Task:
     keep: bool
 
 
-def _evaluate_one(dumps: DumpSet, cache_dir: Path | None, task: _Task) -> tuple[str, np.ndarray, np.ndarray | None, bool]:
+_Done = tuple[str, np.ndarray, "np.ndarray | None", bool, tuple[float, ...]]
+
+
+def _evaluate_one(dumps: DumpSet, cache_dir: Path | None, task: _Task) -> _Done:
+    clock = time.perf_counter
+    t0 = clock()
     logits = dumps.read(task.name, "main")
+    t1 = clock()
     pred = upsample_argmax(logits, _LABEL_SHAPE)
+    t2 = clock()
     gt, hit = load_label_cached(task.label, cache_dir)
-    return task.name, confusion_matrix(gt, pred), (pred if task.keep else None), hit
+    t3 = clock()
+    matrix = confusion_matrix(gt, pred)
+    t4 = clock()
+    return task.name, matrix, (pred if task.keep else None), hit, (t3 - t2, t1 - t0, t2 - t1, t4 - t3)  # STAGES
+
+
+# A pool worker's dump set and label cache, set once by the pool's initializer: a task then carries
+# one name and one path, not the dump set's list of every name.
+_worker_inputs: tuple[DumpSet, Path | None] | None = None
+
+
+def _init_worker(dumps: DumpSet, cache_dir: Path | None) -> None:
+    global _worker_inputs
+    _worker_inputs = (dumps, cache_dir)
+
+
+def _evaluate_in_worker(task: _Task) -> _Done:
+    assert _worker_inputs is not None, "the pool's initializer did not run"
+    return _evaluate_one(*_worker_inputs, task)
 
 
 def _thread_count() -> int:
@@ -129,7 +180,8 @@ def _check_inputs(samples: Sequence[Sample], dumps: DumpSet, keep_predictions: C
     if not samples:
         raise DatasetError("evaluate", "no samples to evaluate", "check the Cityscapes root and max_images")
     names = {s.name for s in samples}
-    absent = [s.name for s in samples if s.name not in set(dumps.names)]
+    opened = set(dumps.names)
+    absent = [s.name for s in samples if s.name not in opened]
     if absent:
         raise DumpsError(dumps.directory, f"{len(absent)} of {len(samples)} samples were not opened in this dump set "
                          f"(e.g. {absent[0]})", "open the DumpSet with the same samples you evaluate")
@@ -151,18 +203,21 @@ def evaluate_dumps(samples: Sequence[Sample], dumpset: DumpSet, *, workers: int 
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    start = time.perf_counter()
     tasks = _check_inputs(samples, dumpset, keep_predictions)
     cache_dir = None if label_cache_dir is None else Path(label_cache_dir)
     acc = ConfusionMatrix(protocol.NUM_CLASSES)
     predictions: dict[str, np.ndarray] = {}
     hits = 0
+    stages = np.zeros(len(STAGES))
 
     from tqdm import tqdm
 
-    def collect(name: str, matrix: np.ndarray, pred: np.ndarray | None, hit: bool) -> None:
+    def collect(name: str, matrix: np.ndarray, pred: np.ndarray | None, hit: bool, seconds: tuple[float, ...]) -> None:
         nonlocal hits
         acc.add_matrix(matrix)
         hits += hit
+        stages[:] += seconds
         if pred is not None:
             predictions[name] = pred
 
@@ -180,9 +235,10 @@ def evaluate_dumps(samples: Sequence[Sample], dumpset: DumpSet, *, workers: int 
                 bar.update()
     else:
         # the pool is created before tqdm starts its monitor thread
-        with cf.ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+        with cf.ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker,
+                                    initargs=(dumpset, cache_dir)) as pool:
             # A worker's IntradaError reaches us as itself (IntradaError.__reduce__ pickles all its fields).
-            futures = [pool.submit(_evaluate_one, dumpset, cache_dir, t) for t in tasks]
+            futures = [pool.submit(_evaluate_in_worker, t) for t in tasks]
             try:
                 with tqdm(total=len(tasks), disable=not progress, desc="postprocess", unit="img") as bar:
                     for fut in cf.as_completed(futures):
@@ -194,7 +250,9 @@ def evaluate_dumps(samples: Sequence[Sample], dumpset: DumpSet, *, workers: int 
                     fut.cancel()
                 raise
     return EvalResult(acc.score(), dumpset.convention, {n: predictions[n] for n in keep_predictions},
-                      label_cache_hits=hits, label_cache_misses=len(tasks) - hits)
+                      label_cache_hits=hits, label_cache_misses=len(tasks) - hits,
+                      stage_seconds=dict(zip(STAGES, stages.tolist())), seconds=time.perf_counter() - start,
+                      workers=workers)
 
 
 # --- the seed's procedure, literally ----------------------------------------------------------------
