@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from _cityscapes_tree import make_tree
+from test_ascend_contract import _toy_cityscapes, fake_npu_memo, fakes, no_ascend, toy  # noqa: F401 (fixtures)
 from intrada import artifacts, preprocess
 from intrada.cache import ArtifactCache
 from intrada.cache_events import read_events
@@ -125,3 +126,67 @@ def test_a_donor_removed_meanwhile_is_preprocessed_instead(tmp_path: Path, split
     full = artifacts.bins_entry(cache, split, workers=1)
     assert (full.made, full.reused) == (3, 0) and preprocessed[1:] == [[s.name for s in split]]
     assert _bins_in(full.directory) == {f"{s.name}.bin" for s in split}
+
+
+# -- the gate ------------------------------------------------------------------------------------------
+def test_judging_dumps_makes_the_sample_s_bins_and_a_full_run_the_rest(tmp_path: Path, gate_seed: Any) -> None:
+    """The demo judged as a submission with ONNX Runtime's outputs as the recorded dumps; its thresholds
+    sample 3 of the 8 images for ONNX Runtime. The dumps-only run makes those 3 bins (report.json says
+    so, and why); the same run again makes nothing; --onnx-accuracy full on the same cache makes the
+    other 5 and links the 3. ONNX Runtime's outputs come from the seeded cache (keyed by the bins'
+    bytes), so no network runs here."""
+    import shutil
+
+    from _gate import run_gate, seed_cache
+
+    cache = seed_cache(tmp_path / "cache", gate_seed.cache, keys=frozenset(k for k in gate_seed.keys if k[0] != "bins"))
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    for f in Path(gate_seed.default.report["overlays"][0]["logits"]).parent.glob("*.bin"):
+        shutil.copy(f, dumps / f.name)
+    args = ("--benchmark-disable", "-m", "accuracy or om", *gate_seed.real_args(), "--dumps", str(dumps))
+
+    first = run_gate(tmp_path, *args, cache=cache)
+    o = first.outcomes()
+    assert o["test_device_dumps_miou"] == "passed" and o["test_om_matches_onnx[dumps]"] == "passed", first.tail()
+    made = first.report["sections"]["artifacts.bins"]
+    why = "bins for 3 of 8 images, the ones ONNX Runtime runs on; recorded device outputs read none"
+    assert (made["images"], made["made"], made["why"]) == (3, 3, why), made
+    assert [(e["images"], e["made"], e["reused"]) for e in made["entries"]] == [(3, 3, 0)]
+    assert first.report["sections"]["plan"]["bin_images"] == 3 and why in first.stdout
+
+    t0 = time.time()
+    again = run_gate(tmp_path, *args, cache=cache)
+    assert again.report["sections"]["artifacts.bins"]["made"] == 0
+    assert not [e for e in read_events(cache, since=t0) if e["event"] == "build"], "a warm re-run builds nothing"
+
+    full = run_gate(tmp_path, *args, "--onnx-accuracy", "full", cache=cache)
+    assert full.outcomes()["test_onnxruntime_miou"] == "passed", full.tail()
+    made = full.report["sections"]["artifacts.bins"]
+    assert [(e["images"], e["made"], e["reused"]) for e in made["entries"]] == [(8, 5, 3)]
+    assert made["why"] == "bins for all 8 images: ONNX Runtime runs on the whole split"
+    entry = Path(made["entries"][0]["directory"])
+    assert len(list(entry.glob("*.bin"))) == 8
+
+
+def test_a_live_om_makes_the_rest_of_the_split_s_bins(tmp_path: Path, fakes: Any, toy: dict) -> None:
+    """An om runs live here (the Ascend fakes, tests/test_ascend_contract.py) on a 3-image split whose
+    ONNX Runtime sample is 1 image: the bins fixture makes that one; the om's run makes the other 2
+    and links it, and the device tool gets a directory of exactly the split's 3 bins."""
+    from _gate import run_gate
+    from intrada.thresholds import DEFAULT_PATH, with_overrides
+
+    split = _toy_cityscapes(tmp_path / "cityscapes", n=3)
+    thresholds = tmp_path / "thresholds.toml"
+    thresholds.write_text(with_overrides(DEFAULT_PATH, {"om.onnx_sample_images": (1, "this test's sample")}))
+    run = run_gate(tmp_path, "-m", "om and not accuracy", "-k", "not throughput", "--onnx", str(toy["onnx"]),
+                   "--cityscapes", str(split), "--thresholds", str(thresholds), "--batch-sizes", "1",
+                   cache=tmp_path / "cache")
+    assert run.outcomes()["test_om_matches_onnx[om]"] == "passed", run.tail()
+    made = run.report["sections"]["artifacts.bins"]
+    assert [(e["images"], e["made"], e["reused"]) for e in made["entries"]] == [(1, 1, 0), (3, 2, 1)], made
+    assert made["entries"][0]["why"] == ("bins for 1 of 3 images, the ones ONNX Runtime runs on; all 3 when an om "
+                                         "runs live (a device tool runs the whole split)")
+    assert made["entries"][1]["why"].startswith("bins for all 3 images: an om runs live here")
+    assert (made["images"], made["made"]) == (3, 3)
+    assert len(list(Path(made["entries"][1]["directory"]).glob("*.bin"))) == 3

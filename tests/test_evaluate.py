@@ -188,3 +188,26 @@ def test_progress_bar(tree: tuple[list[Sample], Path], capsys: pytest.CaptureFix
     samples, dumps = tree
     evaluate_dumps(samples[:1], DumpSet.open(dumps, samples[:1]), workers=1, progress=True)
     assert "postprocess" in capsys.readouterr().err
+
+
+def test_the_result_says_where_its_time_went(tree: tuple[list[Sample], Path], tmp_path: Path) -> None:
+    from intrada.evaluate import STAGES
+
+    samples, dumps = tree
+    ds = DumpSet.open(dumps, samples)
+    for workers in (1, 2):
+        result = evaluate_dumps(samples, ds, workers=workers, label_cache_dir=tmp_path / f"labels-{workers}")
+        cost = result.cost()
+        assert tuple(cost["stages"]) == STAGES and all(v > 0 for v in cost["stages"].values()), cost
+        assert cost["workers"] == workers and cost["images"] == 3 and cost["label_cache_hits"] == 0
+        # the stages happen inside the call: their sum never exceeds the workers' wall clock
+        assert 0 < sum(result.stage_seconds.values()) <= result.seconds * workers
+        assert cost["overhead"] >= 0 and result.seconds > 0
+
+
+def test_a_pool_is_used_from_16_images_per_worker() -> None:
+    from intrada.evaluate import MIN_IMAGES_PER_WORKER, workers_for
+
+    assert MIN_IMAGES_PER_WORKER == 16
+    assert [workers_for(n) for n in (1, 8, 31, 32, 500)] == [1, 1, 1, 2, 2]
+    assert workers_for(500, available=1) == 1 and workers_for(500, available=4) == 4

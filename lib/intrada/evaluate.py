@@ -56,14 +56,16 @@ class EvalResult:
     predictions: dict[str, np.ndarray] = field(default_factory=dict)  # name -> uint8 trainId map
     label_cache_hits: int = 0
     label_cache_misses: int = 0
-    # seconds per stage (STAGES) summed over images and workers, and the wall-clock seconds
+    # seconds per stage (STAGES, clocked in the process that ran it) summed over images and workers,
+    # and the whole call's wall-clock seconds
     stage_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     workers: int = 1
 
     def cost(self) -> dict[str, Any]:
-        """Where the time went, JSON-ready: per stage (CPU-side seconds summed over workers), the
-        wall clock, the workers, and what the stages leave unexplained (process start, IPC, idle)."""
+        """Where the time went, JSON-ready: seconds per stage summed over workers, the wall clock,
+        the workers, and their time the stages leave unexplained (``overhead``: wall x workers minus
+        the stages, i.e. the pool's start, transfers, idle workers, the checks before the first image)."""
         stages = {k: round(v, 3) for k, v in self.stage_seconds.items()}
         return {"seconds": round(self.seconds, 3), "workers": self.workers, "images": self.score.num_images,
                 "stages": stages, "overhead": round(self.seconds * self.workers - sum(self.stage_seconds.values()), 3),
