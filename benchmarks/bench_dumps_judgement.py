@@ -183,6 +183,10 @@ def durations(stdout: str) -> dict[str, dict[str, float]]:
     return out
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+
+
 def _accuracy(data: dict[str, Any], subject: str) -> dict[str, Any]:
     (found,) = [r for r in data["results"] if r["kind"] == "accuracy" and r["subject"] == subject]
     return found["details"]  # type: ignore[no-any-return]
@@ -222,7 +226,7 @@ def test_dumps_judgement_against_the_seed(split: dict[str, Path]) -> None:
 
     ms = 1000 / n
     print(f"\ndumps-only judgement of {n} generated images (2048x1024 labels; smooth 19x65x129 float32 logits as "
-          f"ais_bench dumps); {len(os.sched_getaffinity(0))} cores, load average {os.getloadavg()[0]:.2f}")
+          f"ais_bench dumps); {_cores()} cores, load average {os.getloadavg()[0]:.2f}")
     print(f"  seed's postprocess alone, own process: {t_seed:.1f} s, {ms * t_seed:.1f} ms/img "
           f"(torch threads {seed['torch_threads']})")
     for stage, s in seed["stages"].items():
