@@ -211,3 +211,40 @@ def test_a_pool_is_used_from_16_images_per_worker() -> None:
     assert MIN_IMAGES_PER_WORKER == 16
     assert [workers_for(n) for n in (1, 8, 31, 32, 500)] == [1, 1, 1, 2, 2]
     assert workers_for(500, available=1) == 1 and workers_for(500, available=4) == 4
+
+
+def test_labels_are_cached_as_runs_and_read_back_exactly(tree: tuple[list[Sample], Path], tmp_path: Path) -> None:
+    from intrada.cityscapes import load_train_ids
+    from intrada.evaluate import decode_runs, encode_runs
+
+    samples, _ = tree
+    cache = tmp_path / "labels"
+    for s in samples:
+        decoded, hit = load_label_cached(s.label_required, cache)
+        cached, hit2 = load_label_cached(s.label_required, cache)
+        assert (hit, hit2) == (False, True)
+        assert np.array_equal(decoded, load_train_ids(s.label_required)) and np.array_equal(cached, decoded)
+    entries = sorted(cache.glob("*.npy"))
+    assert len(entries) == 3 and all(e.stat().st_size < H * W // 20 for e in entries)  # runs, not 2 MB maps
+
+    rng = np.random.default_rng(3)
+    for label in (np.zeros((H, W), np.uint8), rng.integers(0, 19, (H, W)).astype(np.uint8)):
+        runs = encode_runs(label)
+        assert runs.dtype == np.uint32 and runs.shape[0] == 2 and np.array_equal(decode_runs(runs), label)
+    # a noise label has no long runs: its entry is the map itself, which is smaller
+    noise = rng.integers(0, 19, (H, W)).astype(np.uint8)
+    assert encode_runs(noise).nbytes > noise.nbytes
+    # anything else is not an entry
+    good = encode_runs(load_train_ids(samples[0].label_required))
+    short = good.copy()
+    short[1, -1] -= 1
+    for bad in (short, good.astype(np.int64), good[:1], np.zeros((2, 0), np.uint32)):
+        assert decode_runs(bad) is None
+    # a damaged entry (runs that do not cover the image) is decoded again, and replaced
+    from intrada.evaluate import _label_cache_path
+
+    entry = _label_cache_path(cache, samples[0].label_required)
+    np.save(entry, short)
+    again, hit = load_label_cached(samples[0].label_required, cache)
+    assert not hit and np.array_equal(again, load_train_ids(samples[0].label_required))
+    assert np.array_equal(np.load(entry), good)

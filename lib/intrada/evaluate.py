@@ -1,7 +1,8 @@
 """Dumps -> mIoU over a split: one dataset-level confusion matrix, as ADVENT's eval_single.
 
 Per image: read the main-head logits, upsample + argmax (:func:`postprocess.upsample_argmax`,
-exact), load the trainId label (decoded once, then cached as .npy), count the confusion matrix.
+exact), load the trainId label (decoded once, then cached as its runs in a .npy), count the
+confusion matrix.
 Images are independent, so they are spread over worker processes and the integer matrices are
 summed; the sum does not depend on the order, so the result is identical for any worker count.
 Each image's stages are timed (:data:`STAGES`), so a result says where its time went.
@@ -33,6 +34,7 @@ from .metrics import ConfusionMatrix, SegmentationScore, confusion_matrix
 from .postprocess import upsample_argmax
 
 _LABEL_SHAPE = (protocol.LABEL_H, protocol.LABEL_W)
+_LABEL_PIXELS = protocol.LABEL_H * protocol.LABEL_W
 #: What each image's time goes to: its label (the .npy cache, or the PNG decoded and cached), its
 #: dump read (with the size and NaN/Inf checks), the exact upsample + argmax, the confusion matrix.
 STAGES = ("labels", "read", "upsample", "histogram")
@@ -88,8 +90,35 @@ def _label_cache_path(cache_dir: Path, label: Path) -> Path:
     return cache_dir / f"{label.name.split('.', 1)[0]}-{key}.npy"
 
 
+def encode_runs(label: np.ndarray) -> np.ndarray:
+    """A trainId map as its runs in C order, uint32 [2, runs]: values, lengths. A label map is
+    constant along long stretches of its rows (~12,000 runs for 2M pixels in the generated street
+    scenes): ~100 KB instead of 2 MB on disk, encoded in ~1 ms, where writing the 2 MB costs ~6 ms."""
+    flat = label.reshape(-1)
+    starts = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1))
+    runs = np.empty((2, starts.size), np.uint32)
+    runs[0] = flat[starts]
+    runs[1, :-1] = np.diff(starts)
+    runs[1, -1] = flat.size - starts[-1]
+    return runs
+
+
+def decode_runs(runs: np.ndarray) -> np.ndarray | None:
+    """The uint8 label map of :func:`encode_runs`' output; None for anything else (a foreign or
+    damaged entry: decoded again)."""
+    if runs.dtype != np.uint32 or runs.ndim != 2 or runs.shape[0] != 2 or runs.shape[1] == 0:
+        return None
+    values, lengths = runs
+    if int(values.max()) > 255 or int(lengths.min()) == 0 or int(lengths.sum(dtype=np.int64)) != _LABEL_PIXELS:
+        return None
+    return np.repeat(values.astype(np.uint8), lengths).reshape(_LABEL_SHAPE)
+
+
 def load_label_cached(label: Path, cache_dir: Path | None) -> tuple[np.ndarray, bool]:
-    """(uint8 trainId map, cache hit?). A corrupt cache entry is decoded again and replaced."""
+    """(uint8 trainId map, cache hit?). A corrupt cache entry is decoded again and replaced.
+
+    An entry is the map's runs (:func:`encode_runs`), or the map itself where that is smaller (a
+    label with no long runs)."""
     if cache_dir is None:
         return load_train_ids(label), False
     try:
@@ -97,17 +126,21 @@ def load_label_cached(label: Path, cache_dir: Path | None) -> tuple[np.ndarray, 
     except FileNotFoundError:
         raise DatasetError(label, "label file not found", "check the Cityscapes root") from None
     try:
-        arr = np.load(entry, allow_pickle=False)
-        if arr.shape == _LABEL_SHAPE and arr.dtype == np.uint8:
-            return arr, True
+        stored = np.load(entry, allow_pickle=False)
+        if stored.shape == _LABEL_SHAPE and stored.dtype == np.uint8:
+            return stored, True
+        decoded = decode_runs(stored)
+        if decoded is not None:
+            return decoded, True
     except (OSError, ValueError, EOFError):
         pass  # not cached yet, truncated or foreign: decode and (re)write it
     arr = load_train_ids(label)
+    runs = encode_runs(arr)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         # readers see the old entry or the complete new one, never half
         with atomic_path(entry) as tmp, open(tmp, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
+            np.save(f, runs if runs.nbytes < arr.nbytes else arr, allow_pickle=False)
     except OSError as exc:
         raise CacheError(cache_dir, f"cannot write the label cache ({exc.strerror or exc})",
                          "pass a writable label_cache_dir (CLI: a writable cache directory) or none") from None
@@ -147,6 +180,33 @@ _worker_inputs: tuple[DumpSet, Path | None] | None = None
 def _init_worker(dumps: DumpSet, cache_dir: Path | None) -> None:
     global _worker_inputs
     _worker_inputs = (dumps, cache_dir)
+    keep_freed_memory()
+
+
+# glibc's mallopt parameters (malloc.h; man 3 mallopt): the free memory at the top of the heap above
+# which it is returned to the kernel, and the request size from which a block gets its own mmap.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> bool:
+    """Let this process reuse the memory it frees instead of handing it back to the kernel (glibc
+    only; elsewhere nothing changes and False is returned). An image's evaluation allocates and
+    frees ~20 MB of 2048x1024 maps and temporaries; with glibc's defaults the freed pages go back to
+    the kernel and are faulted in again for the next image (~4,800 page faults per image with the
+    label decoded, ~2,000 with it cached), a third to a half of the image's CPU time in a fresh worker.
+    With blocks up to 32 MiB served from the heap and up to 256 MiB of it kept, a worker faults its
+    pages in once. Called in pool workers, whose whole life is this loop."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
+    except OSError:
+        return False
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_TRIM_THRESHOLD, 256 << 20)) and bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20))
 
 
 def _evaluate_in_worker(task: _Task) -> _Done:
