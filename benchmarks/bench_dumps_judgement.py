@@ -32,7 +32,9 @@ Asserted: each gate run made bins for its ONNX sample only (report.json says how
 the dumps mIoU has the seed's confusion matrix, exactly. Speed: at 500 images or more the dumps'
 judgement takes at most half the seed's time; at fewer images the gate's fixed costs (export, ONNX
 Runtime on 8 images) outweigh the split, so CI checks the part that grows with the split: the dumps
-evaluation at most a tenth of the seed's time.
+evaluation at most a tenth of the seed's time. A second test profiles the dumps evaluation in this
+process (2 workers; labels decoded, then cached) and, from 100 images on, asserts that with the
+label cache filled the labels, reads and workers cost no more than the exact upsample.
 Run: ``INTRADA_BENCH_DUMPS_IMAGES=500 INTRADA_BENCH_DUMPS_GATES=dumps,all python -m pytest
 benchmarks/bench_dumps_judgement.py -m bench -s``.
 """

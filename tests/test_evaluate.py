@@ -248,3 +248,15 @@ def test_labels_are_cached_as_runs_and_read_back_exactly(tree: tuple[list[Sample
     again, hit = load_label_cached(samples[0].label_required, cache)
     assert not hit and np.array_equal(again, load_train_ids(samples[0].label_required))
     assert np.array_equal(np.load(entry), good)
+
+
+def test_pool_workers_keep_the_memory_they_free() -> None:
+    """glibc's mallopt is reached (in a fresh process: the setting is process-wide); elsewhere the
+    call changes nothing and says so."""
+    import platform
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "from intrada.evaluate import keep_freed_memory as k; print(k())"],
+                         capture_output=True, text=True, check=True, env={**os.environ}).stdout.strip()
+    assert out == str(platform.libc_ver()[0] == "glibc")
