@@ -12,7 +12,8 @@ from PIL import Image
 from intrada.dataset.cityscapes import Sample, list_samples
 from intrada.dataset.dumps import DumpSet, write_dumps
 from intrada.core.errors import DumpsError
-from intrada.evaluation.evaluate import EvalResult, evaluate_dumps, evaluate_dumps_reference, load_label_cached
+from intrada.evaluation.evaluate import EvalResult, evaluate_dumps, evaluate_dumps_reference
+from intrada.evaluation.labels import load_label_cached
 
 H, W = 1024, 2048
 # labelId -> trainId as valeoai/ADVENT advent/dataset/cityscapes_list/info.json "label2train" lists it; all others ignored
@@ -188,3 +189,75 @@ def test_progress_bar(tree: tuple[list[Sample], Path], capsys: pytest.CaptureFix
     samples, dumps = tree
     evaluate_dumps(samples[:1], DumpSet.open(dumps, samples[:1]), workers=1, progress=True)
     assert "postprocess" in capsys.readouterr().err
+
+
+def test_the_result_says_where_its_time_went(tree: tuple[list[Sample], Path], tmp_path: Path) -> None:
+    from intrada.evaluation.evaluate import STAGES
+
+    samples, dumps = tree
+    ds = DumpSet.open(dumps, samples)
+    for workers in (1, 2):
+        result = evaluate_dumps(samples, ds, workers=workers, label_cache_dir=tmp_path / f"labels-{workers}")
+        cost = result.cost()
+        assert tuple(cost["stages"]) == STAGES and all(v > 0 for v in cost["stages"].values()), cost
+        assert cost["workers"] == workers and cost["images"] == 3 and cost["label_cache_hits"] == 0
+        # the stages happen inside the call: their sum never exceeds the workers' wall clock
+        assert 0 < sum(result.stage_seconds.values()) <= result.seconds * workers
+        assert cost["overhead"] >= 0 and result.seconds > 0
+
+
+def test_a_pool_is_used_from_16_images_per_worker() -> None:
+    from intrada.evaluation.evaluate import MIN_IMAGES_PER_WORKER, workers_for
+
+    assert MIN_IMAGES_PER_WORKER == 16
+    assert [workers_for(n) for n in (1, 8, 31, 32, 500)] == [1, 1, 1, 2, 2]
+    assert workers_for(500, available=1) == 1 and workers_for(500, available=4) == 4
+
+
+def test_labels_are_cached_as_runs_and_read_back_exactly(tree: tuple[list[Sample], Path], tmp_path: Path) -> None:
+    from intrada.dataset.cityscapes import load_train_ids
+    from intrada.evaluation.labels import decode_runs, encode_runs
+
+    samples, _ = tree
+    cache = tmp_path / "labels"
+    for s in samples:
+        decoded, hit = load_label_cached(s.label_required, cache)
+        cached, hit2 = load_label_cached(s.label_required, cache)
+        assert (hit, hit2) == (False, True)
+        assert np.array_equal(decoded, load_train_ids(s.label_required)) and np.array_equal(cached, decoded)
+    entries = sorted(cache.glob("*.npy"))
+    assert len(entries) == 3 and all(e.stat().st_size < H * W // 20 for e in entries)  # runs, not 2 MB maps
+
+    rng = np.random.default_rng(3)
+    for label in (np.zeros((H, W), np.uint8), rng.integers(0, 19, (H, W)).astype(np.uint8)):
+        runs = encode_runs(label)
+        assert runs.dtype == np.uint32 and runs.shape[0] == 2 and np.array_equal(decode_runs(runs), label)
+    # a noise label has no long runs: its entry is the map itself, which is smaller
+    noise = rng.integers(0, 19, (H, W)).astype(np.uint8)
+    assert encode_runs(noise).nbytes > noise.nbytes
+    # anything else is not an entry
+    good = encode_runs(load_train_ids(samples[0].label_required))
+    short = good.copy()
+    short[1, -1] -= 1
+    for bad in (short, good.astype(np.int64), good[:1], np.zeros((2, 0), np.uint32)):
+        assert decode_runs(bad) is None
+    # a damaged entry (runs that do not cover the image) is decoded again, and replaced
+    from intrada.evaluation.labels import _label_cache_path
+
+    entry = _label_cache_path(cache, samples[0].label_required)
+    np.save(entry, short)
+    again, hit = load_label_cached(samples[0].label_required, cache)
+    assert not hit and np.array_equal(again, load_train_ids(samples[0].label_required))
+    assert np.array_equal(np.load(entry), good)
+
+
+def test_pool_workers_keep_the_memory_they_free() -> None:
+    """glibc's mallopt is reached (in a fresh process: the setting is process-wide); elsewhere the
+    call changes nothing and says so."""
+    import platform
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "from intrada.evaluation.evaluate import keep_freed_memory as k; print(k())"],
+                         capture_output=True, text=True, check=True, env={**os.environ}).stdout.strip()
+    assert out == str(platform.libc_ver()[0] == "glibc")

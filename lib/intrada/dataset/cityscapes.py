@@ -95,6 +95,12 @@ def list_samples(root: str | os.PathLike[str], split: str = "val", *, require_la
 
 
 _LOOKUP = protocol.label_lookup_table()
+# The same lookup as a Pillow point table for 8-bit labels, ids above MAX_LABEL_ID sent to a value no
+# valid id takes: Pillow maps while it still holds the decoded image, which costs less than numpy's
+# gather after the copy out (a third of the decode time per 2048x1024 label).
+_OUT_OF_RANGE = 254
+_POINT_TABLE = [int(t) for t in _LOOKUP[: protocol.MAX_LABEL_ID + 1]] + [_OUT_OF_RANGE] * (255 - protocol.MAX_LABEL_ID)
+assert len(_POINT_TABLE) == 256 and _OUT_OF_RANGE not in _POINT_TABLE[: protocol.MAX_LABEL_ID + 1]
 
 
 def load_train_ids(label_path: str | os.PathLike[str]) -> np.ndarray:
@@ -108,6 +114,10 @@ def load_train_ids(label_path: str | os.PathLike[str]) -> np.ndarray:
         with Image.open(label_path) as im:
             im.load()
             mode, size = im.mode, im.size
+            if mode == "L" and size == (protocol.LABEL_W, protocol.LABEL_H):  # the official files
+                train_ids = np.array(im.point(_POINT_TABLE))  # a writable copy, as on every path
+                if not (train_ids == _OUT_OF_RANGE).any():
+                    return train_ids
             arr = np.asarray(im)
     except FileNotFoundError:
         raise DatasetError(label_path, "label file not found", "check the Cityscapes root") from None

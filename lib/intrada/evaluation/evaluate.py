@@ -1,9 +1,11 @@
 """Dumps -> mIoU over a split: one dataset-level confusion matrix, as ADVENT's eval_single.
 
 Per image: read the main-head logits, upsample + argmax (:func:`postprocess.upsample_argmax`,
-exact), load the trainId label (decoded once, then cached as .npy), count the confusion matrix.
+exact), load the trainId label (decoded once, then cached as its runs in a .npy), count the
+confusion matrix.
 Images are independent, so they are spread over worker processes and the integer matrices are
 summed; the sum does not depend on the order, so the result is identical for any worker count.
+Each image's stages are timed (:data:`STAGES`), so a result says where its time went.
 
 :func:`evaluate_dumps_reference` is the seed's procedure written out literally (torch upsample,
 argmax, PIL label + lookup table, ``fast_hist``), single process; tests and benchmarks compare
@@ -12,9 +14,9 @@ against it.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
 import multiprocessing as mp
 import os
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +25,26 @@ from typing import Any
 import numpy as np
 
 from ..core import protocol
-from ..core.atomic import atomic_path
-from ..dataset.cityscapes import Sample, load_train_ids
+from ..dataset.cityscapes import Sample
 from ..dataset.dumps import DumpSet
-from ..core.errors import CacheError, DatasetError, DumpsError
+from ..core.errors import DatasetError, DumpsError
 from .metrics import ConfusionMatrix, SegmentationScore, confusion_matrix
+from .labels import load_label_cached
 from .postprocess import upsample_argmax
 
 _LABEL_SHAPE = (protocol.LABEL_H, protocol.LABEL_W)
+#: What each image's time goes to: its label (the .npy cache, or the PNG decoded and cached), its
+#: dump read (with the size and NaN/Inf checks), the exact upsample + argmax, the confusion matrix.
+STAGES = ("labels", "read", "upsample", "histogram")
+# A worker pool's start costs ~0.3-0.4 s when the process holds threads (torch, ONNX Runtime: a
+# fresh interpreter from the forkserver), about 16 images' work on smooth logits: a worker pays
+# off from 16 images of its own (workers_for).
+MIN_IMAGES_PER_WORKER = 16
+
+
+def workers_for(images: int, available: int = 2) -> int:
+    """Worker processes for ``images`` images: up to ``available``, one per MIN_IMAGES_PER_WORKER."""
+    return max(1, min(available, images // MIN_IMAGES_PER_WORKER))
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,6 +56,20 @@ class EvalResult:
     predictions: dict[str, np.ndarray] = field(default_factory=dict)  # name -> uint8 trainId map
     label_cache_hits: int = 0
     label_cache_misses: int = 0
+    # seconds per stage (STAGES, clocked in the process that ran it) summed over images and workers,
+    # and the whole call's wall-clock seconds
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    workers: int = 1
+
+    def cost(self) -> dict[str, Any]:
+        """Where the time went, JSON-ready: seconds per stage summed over workers, the wall clock,
+        the workers, and their time the stages leave unexplained (``overhead``: wall x workers minus
+        the stages, i.e. the pool's start, transfers, idle workers, the checks before the first image)."""
+        stages = {k: round(v, 3) for k, v in self.stage_seconds.items()}
+        return {"seconds": round(self.seconds, 3), "workers": self.workers, "images": self.score.num_images,
+                "stages": stages, "overhead": round(self.seconds * self.workers - sum(self.stage_seconds.values()), 3),
+                "label_cache_hits": self.label_cache_hits}
 
     @property
     def miou(self) -> float:
@@ -49,41 +77,6 @@ class EvalResult:
 
     def to_json(self) -> dict[str, Any]:
         return {**self.score.to_json(), "dump_format": self.dump_format}
-
-
-# --- label cache ----------------------------------------------------------------------------------
-def _label_cache_path(cache_dir: Path, label: Path) -> Path:
-    # Keyed by the file's identity and version: a replaced or edited label gets a new key (size or
-    # mtime_ns change) and is decoded again; the stem keeps the cache folder readable.
-    st = label.stat()
-    key = hashlib.sha256(f"{label.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
-    return cache_dir / f"{label.name.split('.', 1)[0]}-{key}.npy"
-
-
-def load_label_cached(label: Path, cache_dir: Path | None) -> tuple[np.ndarray, bool]:
-    """(uint8 trainId map, cache hit?). A corrupt cache entry is decoded again and replaced."""
-    if cache_dir is None:
-        return load_train_ids(label), False
-    try:
-        entry = _label_cache_path(cache_dir, label)
-    except FileNotFoundError:
-        raise DatasetError(label, "label file not found", "check the Cityscapes root") from None
-    try:
-        arr = np.load(entry, allow_pickle=False)
-        if arr.shape == _LABEL_SHAPE and arr.dtype == np.uint8:
-            return arr, True
-    except (OSError, ValueError, EOFError):
-        pass  # not cached yet, truncated or foreign: decode and (re)write it
-    arr = load_train_ids(label)
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        # readers see the old entry or the complete new one, never half
-        with atomic_path(entry) as tmp, open(tmp, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-    except OSError as exc:
-        raise CacheError(cache_dir, f"cannot write the label cache ({exc.strerror or exc})",
-                         "pass a writable label_cache_dir (CLI: a writable cache directory) or none") from None
-    return arr, False
 
 
 # --- one image ---------------------------------------------------------------------------------------
@@ -94,11 +87,63 @@ class _Task:
     keep: bool
 
 
-def _evaluate_one(dumps: DumpSet, cache_dir: Path | None, task: _Task) -> tuple[str, np.ndarray, np.ndarray | None, bool]:
+_Done = tuple[str, np.ndarray, "np.ndarray | None", bool, tuple[float, ...]]
+
+
+def _evaluate_one(dumps: DumpSet, cache_dir: Path | None, task: _Task) -> _Done:
+    clock = time.perf_counter
+    t0 = clock()
     logits = dumps.read(task.name, "main")
+    t1 = clock()
     pred = upsample_argmax(logits, _LABEL_SHAPE)
+    t2 = clock()
     gt, hit = load_label_cached(task.label, cache_dir)
-    return task.name, confusion_matrix(gt, pred), (pred if task.keep else None), hit
+    t3 = clock()
+    matrix = confusion_matrix(gt, pred)
+    t4 = clock()
+    return task.name, matrix, (pred if task.keep else None), hit, (t3 - t2, t1 - t0, t2 - t1, t4 - t3)  # STAGES
+
+
+# A pool worker's dump set and label cache, set once by the pool's initializer: a task then carries
+# one name and one path, not the dump set's list of every name.
+_worker_inputs: tuple[DumpSet, Path | None] | None = None
+
+
+def _init_worker(dumps: DumpSet, cache_dir: Path | None) -> None:
+    global _worker_inputs
+    _worker_inputs = (dumps, cache_dir)
+    keep_freed_memory()
+
+
+# glibc's mallopt parameters (malloc.h; man 3 mallopt): the free memory at the top of the heap above
+# which it is returned to the kernel, and the request size from which a block gets its own mmap.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> bool:
+    """Let this process reuse the memory it frees instead of handing it back to the kernel (glibc
+    only; elsewhere nothing changes and False is returned). An image's evaluation allocates and
+    frees ~20 MB of 2048x1024 maps and temporaries; with glibc's defaults the freed pages go back to
+    the kernel and are faulted in again for the next image (~4,800 page faults per image with the
+    label decoded, ~2,000 with it cached), a third to a half of the image's CPU time in a fresh worker.
+    With blocks up to 32 MiB served from the heap and up to 256 MiB of it kept, a worker faults its
+    pages in once. Called in pool workers, whose whole life is this loop."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
+    except OSError:
+        return False
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_TRIM_THRESHOLD, 256 << 20)) and bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20))
+
+
+def _evaluate_in_worker(task: _Task) -> _Done:
+    assert _worker_inputs is not None, "the pool's initializer did not run"
+    return _evaluate_one(*_worker_inputs, task)
 
 
 def _thread_count() -> int:
@@ -129,7 +174,8 @@ def _check_inputs(samples: Sequence[Sample], dumps: DumpSet, keep_predictions: C
     if not samples:
         raise DatasetError("evaluate", "no samples to evaluate", "check the Cityscapes root and max_images")
     names = {s.name for s in samples}
-    absent = [s.name for s in samples if s.name not in set(dumps.names)]
+    opened = set(dumps.names)
+    absent = [s.name for s in samples if s.name not in opened]
     if absent:
         raise DumpsError(dumps.directory, f"{len(absent)} of {len(samples)} samples were not opened in this dump set "
                          f"(e.g. {absent[0]})", "open the DumpSet with the same samples you evaluate")
@@ -151,18 +197,21 @@ def evaluate_dumps(samples: Sequence[Sample], dumpset: DumpSet, *, workers: int 
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    start = time.perf_counter()
     tasks = _check_inputs(samples, dumpset, keep_predictions)
     cache_dir = None if label_cache_dir is None else Path(label_cache_dir)
     acc = ConfusionMatrix(protocol.NUM_CLASSES)
     predictions: dict[str, np.ndarray] = {}
     hits = 0
+    stages = np.zeros(len(STAGES))
 
     from tqdm import tqdm
 
-    def collect(name: str, matrix: np.ndarray, pred: np.ndarray | None, hit: bool) -> None:
+    def collect(name: str, matrix: np.ndarray, pred: np.ndarray | None, hit: bool, seconds: tuple[float, ...]) -> None:
         nonlocal hits
         acc.add_matrix(matrix)
         hits += hit
+        stages[:] += seconds
         if pred is not None:
             predictions[name] = pred
 
@@ -180,9 +229,10 @@ def evaluate_dumps(samples: Sequence[Sample], dumpset: DumpSet, *, workers: int 
                 bar.update()
     else:
         # the pool is created before tqdm starts its monitor thread
-        with cf.ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+        with cf.ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker,
+                                    initargs=(dumpset, cache_dir)) as pool:
             # A worker's IntradaError reaches us as itself (IntradaError.__reduce__ pickles all its fields).
-            futures = [pool.submit(_evaluate_one, dumpset, cache_dir, t) for t in tasks]
+            futures = [pool.submit(_evaluate_in_worker, t) for t in tasks]
             try:
                 with tqdm(total=len(tasks), disable=not progress, desc="postprocess", unit="img") as bar:
                     for fut in cf.as_completed(futures):
@@ -194,7 +244,9 @@ def evaluate_dumps(samples: Sequence[Sample], dumpset: DumpSet, *, workers: int 
                     fut.cancel()
                 raise
     return EvalResult(acc.score(), dumpset.convention, {n: predictions[n] for n in keep_predictions},
-                      label_cache_hits=hits, label_cache_misses=len(tasks) - hits)
+                      label_cache_hits=hits, label_cache_misses=len(tasks) - hits,
+                      stage_seconds=dict(zip(STAGES, stages.tolist())), seconds=time.perf_counter() - start,
+                      workers=workers)
 
 
 # --- the seed's procedure, literally ----------------------------------------------------------------

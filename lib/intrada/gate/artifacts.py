@@ -110,28 +110,81 @@ def onnx_export_entry(cache: ArtifactCache, weights: Path, network: Network = DE
 # -- data artifacts ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Bins:
-    directory: Path
+    directory: Path  # holds exactly ``names``' bins: device tools run whole directories
     key: str
     names: tuple[str, ...]
+    made: int = 0  # bins preprocessed by this call (0 on a cache hit)
+    reused: int = 0  # bins linked from other entries by this call
 
     def path(self, name: str) -> Path:
         return self.directory / f"{name}.bin"
 
+    def covers(self, names: Sequence[str]) -> bool:
+        return set(names) <= set(self.names)
+
+
+def _reusable_bins(cache: ArtifactCache, same: dict[str, Any], wanted: dict[str, str]) -> dict[str, tuple[Path, str]]:
+    """Bins already in the cache for some of ``wanted`` ({name: identity of its image}): name ->
+    (a complete bins entry made by the same code and Pillow, the name its bin carries there). Read
+    from the entries' own key parts, as :func:`_reusable` does for outputs."""
+    from ..cache.manifest import canonical_json
+
+    found: dict[str, tuple[Path, str]] = {}
+    by_image = {image: name for name, image in wanted.items()}
+    want = canonical_json(same)
+    for entry in cache.complete("bins"):
+        parts = entry.manifest.get("parts") or {}
+        if canonical_json({k: parts.get(k) for k in same}) != want:
+            continue
+        images = parts.get("images")
+        for donor, image in zip(parts.get("names") or (), images if isinstance(images, list) else ()):
+            name = by_image.get(image)
+            if name is not None and name not in found and f"{donor}.bin" in entry.files:
+                found[name] = (entry.path, donor)
+    return found
+
+
+def _link_or_copy(source: Path, target: Path) -> bool:
+    """False when neither works (the donor entry was removed meanwhile): then the file is made."""
+    import shutil
+
+    try:
+        os.link(source, target)  # entries are immutable: a hard link is a safe copy
+    except OSError:
+        try:
+            shutil.copy2(source, target)
+        except OSError:
+            target.unlink(missing_ok=True)
+            return False
+    return True
+
 
 def bins_entry(cache: ArtifactCache, samples: Sequence[Sample], *, workers: int = 2) -> Bins:
-    """The seed's preprocessing of ``samples`` (one .bin each), keyed by the images' identity."""
+    """The seed's preprocessing of ``samples`` (one .bin each), keyed by each image's identity.
+
+    A bin is a function of its image, the code and its libraries, so the entry's build links the bins
+    that other entries already hold for the same images (same path, size and mtime) and preprocesses
+    the others only: the bins of a sample judged before serve a later run on the whole split. The
+    entry directory holds exactly the ``samples``' bins."""
     from ..dataset import preprocess
 
-    images = [s.image for s in samples]
     names = [s.name for s in samples]
-    parts = {"images": stat_fingerprint(images), "names": names, **code_identity(bins_entry)}
+    images = [stat_fingerprint([s.image]) for s in samples]
+    same = code_identity(bins_entry)  # the code and library versions: what a donor's bins must share
+    parts = {"images": images, "names": names, **same}
 
     def build(tmp: Path) -> dict[str, Any]:
-        preprocess.preprocess_split(list(samples), tmp, workers=workers, progress=True)
-        return {"images": len(images)}
+        found = _reusable_bins(cache, same, dict(zip(names, images)))
+        reused = {name for name, (entry, donor) in found.items()
+                  if _link_or_copy(entry / f"{donor}.bin", tmp / f"{name}.bin")}
+        todo = [s for s in samples if s.name not in reused]
+        if todo:
+            preprocess.preprocess_split(todo, tmp, workers=workers, progress=True)
+        return {"images": len(names), "made": len(todo), "reused": len(reused)}
 
     entry = cache.get_or_build("bins", parts, build, description="preprocessed bins")
-    return Bins(entry.path, entry.key, tuple(names))
+    made, reused = (entry.info.get("made", 0), entry.info.get("reused", 0)) if entry.built else (0, 0)
+    return Bins(entry.path, entry.key, tuple(names), made, reused)
 
 
 # Up to this many images, outputs and the noise floor are keyed by the bytes of their bins (8 demo bins:
@@ -220,10 +273,10 @@ def evaluation_entry(cache: ArtifactCache, samples: Sequence[Sample], dumps: Any
              "names": [s.name for s in samples], **code_identity(evaluation_entry)}
 
     def build(tmp: Path) -> dict[str, Any]:
-        result = evaluate.evaluate_dumps(list(samples), dumps, workers=2, label_cache_dir=cache.root / "labels",
-                                         progress=True)
+        result = evaluate.evaluate_dumps(list(samples), dumps, workers=evaluate.workers_for(len(samples)),
+                                         label_cache_dir=cache.root / "labels", progress=True)
         (tmp / "score.json").write_text(json.dumps(result.score.to_json(), indent=1))
-        return {"miou": result.score.miou}
+        return {"miou": result.score.miou, "cost": result.cost()}
 
     entry = cache.get_or_build("eval", parts, build, description=description)
     return json.loads(entry.file("score.json").read_text())  # type: ignore[no-any-return]

@@ -7,6 +7,11 @@ them. When an om or recorded device outputs are judged, the om's own full-split 
 certified number, and the ONNX reference only has to show that the om computes what the ONNX
 computes: it runs on a sample spread evenly over the split (thresholds [om] onnx_sample_images,
 with the statistical reason there), unless ``--onnx-accuracy full`` asks for the whole split.
+
+Bins (preprocessed inputs) are made for the images a runner reads and no others: ONNX Runtime's
+images (PyTorch, OpenVINO and the noise floor read the first of them), and the whole split when an
+om runs live here, since a device tool runs the whole split. Recorded device outputs (``--dumps``)
+read no bins at all, so judging them alone makes only the ONNX sample's.
 """
 from __future__ import annotations
 
@@ -51,6 +56,29 @@ class RunPlan:
     def onnx_full(self) -> bool:
         return len(self.onnx_indices) == self.images
 
+    @property
+    def om_live(self) -> bool:
+        """An om may run live here (--om, or device tools found): it runs the whole split."""
+        return "om" in self.device_outputs
+
+    @property
+    def bin_indices(self) -> tuple[int, ...]:
+        """The images preprocessed into bins before any om runs: ONNX Runtime's (the CPU runners
+        read no others). A live om adds the rest of the split when it runs (:attr:`om_live`)."""
+        return self.onnx_indices
+
+    def bins_line(self) -> str:
+        """Which images get bins, and why (printed with the plan, recorded in the report)."""
+        n, total = len(self.bin_indices), self.images
+        if self.onnx_full:
+            what = f"all {total} images: ONNX Runtime runs on the whole split"
+        else:
+            what = (f"{n} of {total} images, the ones ONNX Runtime runs on"
+                    + ("" if self.om_live else "; recorded device outputs read none"))
+        if self.om_live and not self.onnx_full:
+            what += f"; all {total} when an om runs live (a device tool runs the whole split)"
+        return f"bins for {what}"
+
     def select(self, items: Sequence[Any]) -> list[Any]:
         """The ONNX Runtime images among ``items`` (the split's samples, in order)."""
         return [items[i] for i in self.onnx_indices]
@@ -68,6 +96,7 @@ class RunPlan:
         if not self.onnx_full and not self.parity_only:
             out.append(f"ONNX Runtime on all {self.images} images would take{cost(self.images) or ' longer'}; "
                        "pass --onnx-accuracy full to run it")
+        out.append(self.bins_line())
         if self.preflight_indices and not self.parity_only:
             n = len(self.preflight_indices)
             factor = self.preflight_cost
@@ -97,6 +126,7 @@ class RunPlan:
     def as_dict(self) -> dict[str, Any]:
         return {"images": self.images, "onnx_images": len(self.onnx_indices), "onnx_indices": list(self.onnx_indices),
                 "device_outputs": list(self.device_outputs), "reason": self.reason, "parity_only": self.parity_only,
+                "bin_images": len(self.bin_indices), "om_live": self.om_live, "bins": self.bins_line(),
                 "seconds_per_image": self.seconds_per_image, "estimate_basis": self.estimate_basis,
                 "preflight_images": len(self.preflight_indices), "preflight_indices": list(self.preflight_indices),
                 "preflight_fp32_forwards_per_image": self.preflight_cost, "lines": self.lines()}
