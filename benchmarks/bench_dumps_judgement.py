@@ -219,7 +219,7 @@ def _breakdown(name: str, t_gate: float, t_seed: float, stdout: str, cache: Path
     return dumps_eval
 
 
-def test_dumps_judgement_against_the_seed(split: dict[str, Path]) -> None:
+def test_dumps_judgement_against_the_seed(split: dict[str, Path], bench_record: Any) -> None:
     work = split["work"]
     t_seed, seed = run_seed(split["root"], split["dumps"], work / "seed.json")
     runs = {name: run_gate(split, SELECTIONS[name], work / f"gate-{name}") for name in GATES}
@@ -240,6 +240,13 @@ def test_dumps_judgement_against_the_seed(split: dict[str, Path]) -> None:
         dumps_score = _accuracy(data, "dumps")
         print(f"    bins: made {bins['made']}, plan: {plan['bins']}; mIoU seed {100 * seed['miou']:.4f}, "
               f"gate {dumps_score['miou']:.4f}")
+        whole = WHOLE_TARGET if name == "dumps" and n >= FULL_SPLIT else None
+        bench_record(f"`pytest acceptance {' '.join(SELECTIONS[name])}` judging {n} images' dumps, empty cache",
+                     t_gate / t_seed, reference="the seed's postprocess alone on the same dumps", required=whole,
+                     direction="<=", unit="x (time)")
+        bench_record(f"the dumps' mIoU over {n} images within that run [{name}]", dumps_eval["seconds"] / t_seed,
+                     reference="the seed's postprocess alone on the same dumps", required=EVAL_TARGET, direction="<=",
+                     unit="x (time)")
         assert bins["made"] == plan["onnx_images"] == min(n, 8) and len(bins["entries"]) == 1, bins
         assert dumps_score["confusion_matrix"] == seed["confusion_matrix"], "the dumps' mIoU differs from the seed's"
         assert dumps_eval["seconds"] <= EVAL_TARGET * t_seed, (
@@ -254,7 +261,7 @@ def test_dumps_judgement_against_the_seed(split: dict[str, Path]) -> None:
 PROFILE_MIN_IMAGES = 100  # below this a pool's start-up (~0.4 s) outweighs the split's upsampling
 
 
-def test_dumps_evaluation_profile(split: dict[str, Path], tmp_path: Path) -> None:
+def test_dumps_evaluation_profile(split: dict[str, Path], tmp_path: Path, bench_record: Any) -> None:
     """Where the dumps evaluation's time goes (``evaluate_dumps``, 2 workers, in this process): the
     label cache empty (a reviewer's first run: each labelIds PNG decoded, mapped and cached) and then
     filled. Asserted from PROFILE_MIN_IMAGES images on, with the label cache filled: the labels, the
@@ -281,6 +288,9 @@ def test_dumps_evaluation_profile(split: dict[str, Path], tmp_path: Path) -> Non
         around[name] = cost["stages"]["labels"] + cost["stages"]["read"] + cost["overhead"]
         print(f"  {name:<15} wall {r.seconds:6.2f} s  {parts}  workers' own {cost['overhead']:5.2f} s; labels + "
               f"reads + workers {around[name] / cost['stages']['upsample']:.2f}x the upsample")
+    bench_record(f"labels (cached), dump reads and workers' own time, {n} images, 2 workers",
+                 around["labels cached"] / warm.stage_seconds["upsample"], reference="the exact upsample + argmax",
+                 required=1.0 if n >= PROFILE_MIN_IMAGES else None, direction="<=", unit="x (time)")
     if n >= PROFILE_MIN_IMAGES:
         upsample = warm.stage_seconds["upsample"]
         assert around["labels cached"] <= upsample, (f"labels (cached), reads and workers {around['labels cached']:.2f} s "

@@ -37,6 +37,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -170,7 +171,8 @@ def _timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_postprocess_speedup(kind: str, datasets: dict[str, tuple[list, DumpSet]], tmp_path: Path) -> None:
+def test_postprocess_speedup(kind: str, datasets: dict[str, tuple[list, DumpSet]], tmp_path: Path,
+                             bench_record: Any) -> None:
     samples, dumps = datasets[kind]
     n = len(samples)
     cache = tmp_path / "labels"
@@ -222,6 +224,15 @@ def test_postprocess_speedup(kind: str, datasets: dict[str, tuple[list, DumpSet]
     print(f"  mIoU reference {ref.score.miou:.4f}  ours {warm.score.miou:.4f}; confusion matrices identical "
           f"(cold, warm, 1 process): {same}; {differ} of {pixels} pixels differ (chosen paths and sparse only)")
 
+    what = {"warm": "2 workers, label cache filled", "cold": "2 workers, label cache empty",
+            "single": "1 process, label cache filled", "kernel": "upsample + argmax alone, per image",
+            "over_sparse_only": "chosen paths vs the sparse path alone"}
+    for name, target in TARGETS[kind].items():
+        reference = ("the sparse path alone" if name == "over_sparse_only" else
+                     "torch upsample + argmax" if name == "kernel" else
+                     "the seed's postprocess loop (torch upsample, argmax, fast_hist), 1 process")
+        bench_record(f"dumps -> mIoU, {kind} logits ({n} images): {what[name]}", ratios[name], reference=reference,
+                     required=target)
     assert differ == 0, f"[{kind}] {differ} of {2 * pixels} pixels differ from torch's upsample + argmax"
     assert all(same.values()), f"[{kind}] confusion matrix differs from the reference's: {same}"
     for name, target in TARGETS[kind].items():

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -135,7 +136,7 @@ def _available_parallelism() -> float:
         return serial / (time.perf_counter() - t0)
 
 
-def test_preprocess_split_speed(split: Path, tmp_path: Path) -> None:
+def test_preprocess_split_speed(split: Path, tmp_path: Path, bench_record: Any) -> None:
     samples = list_samples(split, require_labels=False)
     assert len(samples) == N_IMAGES
     dirs = {k: tmp_path / k for k in ("literal", "reference", "ours")}
@@ -172,6 +173,8 @@ def test_preprocess_split_speed(split: Path, tmp_path: Path) -> None:
     lines.append(f"  ratio {ratio:.2f}x against the C-order loop (required >= {REQUIRED_RATIO}x), "
                  f"{best['literal'][0] / best['ours'][0]:.2f}x against the literal one; bins byte-identical")
     print("\n".join(lines))
+    bench_record(f"preprocess_split({WORKERS} workers), {N_IMAGES} images, byte-identical bins", ratio,
+                 reference="the single-process loop, C-order copy to tofile", required=REQUIRED_RATIO)
     assert ratio >= REQUIRED_RATIO, (
         f"preprocess_split is {ratio:.2f}x the straightforward loop, expected >= {REQUIRED_RATIO}x "
         f"({best['reference'][0]:.2f} s vs {best['ours'][0]:.2f} s for {N_IMAGES} images on {cores} cores, "

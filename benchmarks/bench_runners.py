@@ -184,7 +184,8 @@ def interleaved(first: Callable[[], Any], second: Callable[[], Any], blocks: int
 
 # batch_size: parametrized by the gate's plugin (fixtures/perf.py) with the perf gate's sizes,
 # --batch-sizes (default 1,2)
-def test_onnxruntime_runner_overhead(reduced_onnx: Path, demo: dict[str, Any], batch_size: int) -> None:
+def test_onnxruntime_runner_overhead(reduced_onnx: Path, demo: dict[str, Any], batch_size: int,
+                                     bench_record: Any) -> None:
     batch = np.stack([demo["images"][i % len(demo["images"])] for i in range(batch_size)])
     runner = OnnxRuntimeRunner(reduced_onnx)
     bare = bare_infer(bare_session(reduced_onnx))
@@ -206,6 +207,9 @@ def test_onnxruntime_runner_overhead(reduced_onnx: Path, demo: dict[str, Any], b
           f"{', '.join(f'{x:.3f}' for x in ratios)})")
     print(f"  runner/bare median {ratio:.3f} (required <= {MAX_RUNNER_OVER_BARE}); outputs identical: "
           f"{all(np.array_equal(a, b) for a, b in zip(r_out, b_out))}")
+    bench_record(f"ONNX Runtime runner's time per call, reduced DeepLabv2, batch {batch_size}", ratio,
+                 reference="a bare InferenceSession.run loop, interleaved", required=MAX_RUNNER_OVER_BARE,
+                 direction="<=")
     for a, b, head in zip(r_out, b_out, ("aux", "main")):  # same graph, same threads: same bits
         assert np.array_equal(a, b), f"{head}: the runner's outputs differ from the bare session's"
     assert ratio <= MAX_RUNNER_OVER_BARE, (
@@ -215,7 +219,7 @@ def test_onnxruntime_runner_overhead(reduced_onnx: Path, demo: dict[str, Any], b
 
 
 # -- 2. full model: OpenVINO vs ONNX Runtime -------------------------------------------------------
-def test_full_model_runners(demo: dict[str, Any]) -> None:
+def test_full_model_runners(demo: dict[str, Any], bench_record: Any) -> None:
     from intrada.runners.openvino import OpenVinoRunner, openvino_available
 
     if not openvino_available():
@@ -263,9 +267,12 @@ def test_full_model_runners(demo: dict[str, Any]) -> None:
               f"(session set-up {setup[name]:.2f} s)")
     ratio_bare = statistics.median(per_round("ort-runner", "ort-bare"))
     print(f"  ORT runner/bare median per round {ratio_bare:.3f} (reported; asserted on the reduced net)")
+    bench_record("ONNX Runtime runner's time per image, full DeepLabv2, batch 1", ratio_bare,
+                 reference="a bare InferenceSession.run", unit="x (time)")
     for name in ("openvino-f32", "openvino-bf16"):
-        print(f"  {name} speed vs ORT runner: {statistics.median(per_round('ort-runner', name)):.2f}x "
-              f"(median per round)")
+        speed = statistics.median(per_round('ort-runner', name))
+        print(f"  {name} speed vs ORT runner: {speed:.2f}x (median per round)")
+        bench_record(f"{name} speed, full DeepLabv2, batch 1", speed, reference="the ONNX Runtime runner")
 
     def pairs(name: str) -> Any:
         return zip(outputs["ort-runner"], outputs[name])

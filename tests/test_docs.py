@@ -131,3 +131,20 @@ def test_cited_names_of_the_package_exist() -> None:
                                       ("`pipeline.run_to_dumps`", False)])
 def test_the_name_check_can_fail(text: str, ok: bool) -> None:
     assert all(_resolve(m) for m in DOTTED_RE.findall(text)) is ok
+
+
+def test_the_performance_table_is_rendered_from_the_benchmarks_results() -> None:
+    """docs/performance.md's table is benchmarks/results.py's rendering of docs/performance.json (the
+    benchmarks' own records, --bench-results), never typed by hand."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("bench_results", REPO / "benchmarks" / "results.py")
+    assert spec is not None and spec.loader is not None
+    results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results)
+    data = json.loads((REPO / "docs" / "performance.json").read_text())
+    text = (REPO / "docs" / "performance.md").read_text()
+    start, end = text.index(results.TABLE_START), text.index(results.TABLE_END) + len(results.TABLE_END)
+    assert data["rows"] and text[start:end] == results.render(data), \
+        "re-render it: python benchmarks/results.py docs/performance.json"

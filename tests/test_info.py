@@ -3,13 +3,25 @@ ACL_PyTorch/contrib/cv/segmentation/IntraDA/gen_dataset_info.py at 053601716).""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from intrada.core import protocol
 from intrada.core.errors import BinsError
-from intrada.dataset.info import InfoEntry, list_bins, write_info
+from intrada.dataset.info import list_bins, write_info
+
+
+@dataclass(frozen=True)
+class InfoEntry:
+    """One line of an info file. ``width``/``height`` are the fields as written (see the module doc:
+    the seed's are swapped)."""
+
+    index: int
+    path: str
+    width: int
+    height: int
 
 
 def read_info(info_file: str | os.PathLike[str], *, check_files: bool = False) -> list[InfoEntry]:

@@ -13,7 +13,22 @@ import torch
 
 from intrada.evaluation import postprocess_dense
 from intrada.core import protocol
-from intrada.evaluation.postprocess import DENSE_CROSSOVER, contest_profile, upsample_argmax, upsample_argmax_reference, upsample_values
+from intrada.evaluation.bilinear import fma, source_axis
+from intrada.evaluation.postprocess import DENSE_CROSSOVER, LABEL_SIZE, contest_profile, upsample_argmax, upsample_argmax_reference
+
+
+def upsample_values(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE,
+                    classes: np.ndarray | None = None) -> np.ndarray:
+    """The oracle of the exact path: full float32 upsampled logits [len(classes), H, W], bit-identical to
+    torch (FMA CPUs), with the arithmetic upsample_argmax uses; materialises the tensor (small sizes)."""
+    logits = np.asarray(logits, dtype=np.float32)
+    if classes is not None:
+        logits = logits[np.asarray(classes)]
+    ax_h = source_axis(logits.shape[1], size[0])
+    ax_w = source_axis(logits.shape[2], size[1])
+    # torch evaluates w-pass inside h-pass: t = fma(s[i0], w0, s[i1] * w1) per axis.
+    t = fma(logits[:, :, ax_w.i0], ax_w.w0, logits[:, :, ax_w.i1] * ax_w.w1)
+    return fma(t[:, ax_h.i0, :], ax_h.w0[:, None], t[:, ax_h.i1, :] * ax_h.w1[:, None])
 
 FULL = (protocol.LABEL_H, protocol.LABEL_W)
 PATHS = {"dense": 0.0, "auto": DENSE_CROSSOVER, "sparse": math.inf}

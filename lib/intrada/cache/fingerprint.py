@@ -322,7 +322,8 @@ def code_identity(*code: Code, root: Path | None = None) -> dict[str, Any]:
 
 def code_modules(*code: Code, root: Path | None = None) -> list[str]:
     """The package modules :func:`code_identity` covers whole for ``code``: a change anywhere in one
-    of them moves the key. (A builder's own module counts only through the defs it uses.)"""
+    of them moves the key. (A builder's own module counts only through the defs it uses.) Public as
+    the answer to "why did this entry rebuild?", and as what tests/test_fingerprint.py checks keys against."""
     root = (root or ROOT).resolve()
     ours: set[str] = set()
     for item in code:

@@ -14,23 +14,11 @@ the seed's file. Paths are ``os.path.join(bin_dir, name)``, which is exactly wha
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import protocol
 from ..core.atomic import write_text
 from ..core.errors import BinsError
-
-
-@dataclass(frozen=True)
-class InfoEntry:
-    """One line of an info file. ``width``/``height`` are the fields as written (see the module doc:
-    the seed's are swapped)."""
-
-    index: int
-    path: str
-    width: int
-    height: int
 
 
 def _dimension(value: str | int, which: str) -> str:

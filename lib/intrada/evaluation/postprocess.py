@@ -82,20 +82,6 @@ def upsample_argmax_reference(logits: np.ndarray, size: tuple[int, int] = LABEL_
         return np.argmax(hwc, axis=2)
 
 
-def upsample_values(logits: np.ndarray, size: tuple[int, int] = LABEL_SIZE,
-                    classes: np.ndarray | None = None) -> np.ndarray:
-    """Full float32 upsampled logits [len(classes), H, W], bit-identical to torch (FMA CPUs).
-    Materialises the tensor (tests, small sizes); :func:`upsample_argmax` uses the same arithmetic."""
-    logits = _check_logits(logits)
-    if classes is not None:
-        logits = logits[np.asarray(classes)]
-    ax_h = source_axis(logits.shape[1], size[0])
-    ax_w = source_axis(logits.shape[2], size[1])
-    # torch evaluates w-pass inside h-pass: t = fma(s[i0], w0, s[i1] * w1) per axis.
-    t = fma(logits[:, :, ax_w.i0], ax_w.w0, logits[:, :, ax_w.i1] * ax_w.w1)
-    return fma(t[:, ax_h.i0, :], ax_h.w0[:, None], t[:, ax_h.i1, :] * ax_h.w1[:, None])
-
-
 def _cell_candidates(logits: np.ndarray) -> np.ndarray:
     """bool [C, h, w]: class c can win somewhere in cell (i, j) spanning rows i..i' and cols j..j'.
 
