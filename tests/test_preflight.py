@@ -133,11 +133,29 @@ def test_the_run_plan_shows_the_pre_flight_and_its_cost() -> None:
     assert plan.preflight_indices == (0, 71, 143, 214, 285, 356, 428, 499) and plan.onnx_full
     line = next(line for line in plan.lines() if line.startswith("om pre-flight"))
     assert line.startswith("om pre-flight: force_fp16 emulation on 8 of 500 images (~42 s, ~1.3 fp32 forwards per "
-                           "image): the om sample")
+                           "image): [om] preflight_images of the om sample")
     assert plan.as_dict()["preflight_fp32_forwards_per_image"] == 1.3
     assert plan.select_preflight(list(range(500))) == list(plan.preflight_indices)
     sampled = make_plan(500, device_outputs=["om"], onnx_accuracy="auto", sample_images=8)
     assert set(sampled.preflight_indices) <= set(sampled.onnx_indices)
+
+
+def test_the_pre_flight_runs_on_its_share_of_the_om_sample() -> None:
+    """[om] preflight_images of the om sample, spread over it (first, middle, last of the 8), so the
+    prediction's images are always among ONNX Runtime's; the shipped file asks for 3, the demo's
+    sample is 3, and more than the sample is the sample."""
+    from intrada.gate.thresholds import load
+
+    plan = make_plan(500, device_outputs=["dumps"], onnx_accuracy="auto", sample_images=8, preflight_images=3,
+                     seconds_per_image=4.0, preflight_cost=1.8)
+    assert plan.onnx_indices == (0, 71, 143, 214, 285, 356, 428, 499)
+    assert plan.preflight_indices == (0, 285, 499) and set(plan.preflight_indices) <= set(plan.onnx_indices)
+    assert plan.as_dict()["preflight_images"] == 3
+    assert "force_fp16 emulation on 3 of 500 images (~22 s" in next(
+        line for line in plan.lines() if line.startswith("om pre-flight"))
+    assert make_plan(500, device_outputs=[], onnx_accuracy="auto", sample_images=3, preflight_images=8
+                     ).preflight_indices == (0, 250, 499)
+    assert load().om_sample() == {"sample_images": 8, "preflight_images": 3}
     assert not any(line.startswith("om pre-flight") for line in plan.for_parity_only(2).lines())
 
 

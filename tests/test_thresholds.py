@@ -146,9 +146,11 @@ BAD: dict[str, tuple[Callable[[], str], str]] = {
     "miou_percent": (lambda: _set_value("accuracy", "min_miou", "470.0"),
                      r"accuracy\.min_miou = 470\.0 is outside 0\.\.100\. Hint: mIoU is in percent"),
     "zero_images": (lambda: _set_value("parity", "images", "0"),
-                    r"parity\.images, om\.onnx_sample_images and perf\.rounds must be >= 1"),
+                    r"parity\.images, om\.onnx_sample_images, om\.preflight_images and perf\.rounds must be >= 1"),
     "zero_sample": (lambda: _set_value("om", "onnx_sample_images", "0"),
-                    r"parity\.images, om\.onnx_sample_images and perf\.rounds must be >= 1"),
+                    r"parity\.images, om\.onnx_sample_images, om\.preflight_images and perf\.rounds must be >= 1"),
+    "zero_preflight": (lambda: _set_value("om", "preflight_images", "0"),
+                       r"parity\.images, om\.onnx_sample_images, om\.preflight_images and perf\.rounds must be >= 1"),
     "device_unknown_key": (lambda: TEXT + '\n[[devices]]\ndevice = "X"\nbatch_size = 1\nmin_fps = 1.0\nunit = "card"\n'
                                           'source = "s"\nfps = 3\n', r"unknown key devices\[3\]\.fps"),
     "device_missing_key": (lambda: TEXT + '\n[[devices]]\ndevice = "X"\nbatch_size = 1\nunit = "card"\nsource = "s"\n',

@@ -103,9 +103,9 @@ class RunPlan:
             each = "" if factor is None else f", ~{factor:.1f} fp32 forwards per image"
             spent = "" if factor is None or self.seconds_per_image is None else \
                 f" ({_duration(n * factor * self.seconds_per_image)}{each})"
-            out.append(f"om pre-flight: force_fp16 emulation on {n} of {self.images} images{spent or each}: the om "
-                       "sample, against ONNX Runtime's outputs on them (predicted for force_fp16; never certifies "
-                       "an om)")
+            out.append(f"om pre-flight: force_fp16 emulation on {n} of {self.images} images{spent or each}: "
+                       "[om] preflight_images of the om sample, against ONNX Runtime's outputs on them (predicted "
+                       "for force_fp16; never certifies an om)")
         if self.seconds_per_image is not None:
             out.append(f"estimate: {self.seconds_per_image:.1f} s per image ({self.estimate_basis})")
         return out
@@ -142,11 +142,12 @@ def split_needed(selected: Iterable[tuple[Collection[str], Collection[str]]]) ->
 
 
 def make_plan(images: int, *, device_outputs: Sequence[str], onnx_accuracy: str, sample_images: int,
-              seconds_per_image: float | None = None, estimate_basis: str = "",
-              preflight_cost: float | None = None) -> RunPlan:
+              preflight_images: int | None = None, seconds_per_image: float | None = None,
+              estimate_basis: str = "", preflight_cost: float | None = None) -> RunPlan:
     """``onnx_accuracy``: "full", "sample" or "auto" (sample exactly when device outputs are judged).
-    The om pre-flight always runs on the om sample (``sample_images`` spread over the split), the images
-    an om's parity is judged on; ``preflight_cost``: one emulated image in float32 forwards."""
+    The om pre-flight runs on ``preflight_images`` of the om sample (``sample_images`` spread over the
+    split, the images an om's parity is judged on), spread over it; all of them when None.
+    ``preflight_cost``: one emulated image in float32 forwards."""
     if onnx_accuracy not in ("auto", "full", "sample"):
         raise ValueError(f"onnx_accuracy must be auto, full or sample, got {onnx_accuracy!r}")
     sample = onnx_accuracy == "sample" or (onnx_accuracy == "auto" and bool(device_outputs))
@@ -159,8 +160,11 @@ def make_plan(images: int, *, device_outputs: Sequence[str], onnx_accuracy: str,
     else:
         reason = "the whole split (--onnx-accuracy full)" if onnx_accuracy == "full" else "the whole split"
         indices = tuple(range(images))
+    om_sample = spread(images, sample_images)
+    share = len(om_sample) if preflight_images is None else min(preflight_images, len(om_sample))
     return RunPlan(images, indices, tuple(device_outputs), reason, seconds_per_image, estimate_basis,
-                   preflight_indices=spread(images, sample_images), preflight_cost=preflight_cost)
+                   preflight_indices=tuple(om_sample[i] for i in spread(len(om_sample), share)),
+                   preflight_cost=preflight_cost)
 
 
 def parity_only_plan(plan: RunPlan, cfg: Any) -> RunPlan:
@@ -193,7 +197,7 @@ def plan_for_config(cfg: Any) -> RunPlan:
     thresholds = cfg.thresholds
     gflops = measure_matmul_gflops(n=1024, repeats=3).gflops
     return make_plan(images, device_outputs=outputs, onnx_accuracy=cfg.onnx_accuracy,
-                     sample_images=thresholds.get("om", "onnx_sample_images"),
+                     **thresholds.om_sample(),
                      seconds_per_image=protocol.GFLOP_PER_IMAGE / gflops, preflight_cost=COST_IN_FP32_FORWARDS,
                      estimate_basis=f"{protocol.GFLOP_PER_IMAGE:.0f} GFLOP per image at this CPU's fp32 matmul rate, "
                      f"{gflops:.0f} GFLOP/s measured now")

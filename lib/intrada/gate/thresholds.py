@@ -51,6 +51,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "min_argmax_agreement": ((int, float), True),
         "max_miou_delta": ((int, float), True),
         "onnx_sample_images": (int, True),
+        # the om pre-flight's images, a spread subset of the om sample (intrada.gate.plan); absent: the whole sample
+        "preflight_images": (int, False),
         # off unless set: the om's rel. Euclidean distance over the force_fp16 prediction's (intrada.preflight)
         "max_ratio_to_fp16_prediction": ((int, float), False),
     },
@@ -133,6 +135,14 @@ class Thresholds:
         p = self._values["parity"]
         return derive_limits(floor, factor=float(p["noise_factor"]), outer=outer or self.parity_limits(),
                              minimum=float(p["noise_min_floor"]))
+
+    def om_sample(self) -> dict[str, int | None]:
+        """The run plan's image counts (intrada.gate.plan.make_plan's keywords): ``sample_images``, the
+        om sample ([om] onnx_sample_images), and ``preflight_images``, the pre-flight's share of it
+        ([om] preflight_images; None when the file leaves it out: the whole sample)."""
+        o = self._values["om"]
+        return {"sample_images": int(o["onnx_sample_images"]),
+                "preflight_images": None if "preflight_images" not in o else int(o["preflight_images"])}
 
     def fp16_ratio_gate(self) -> tuple[float | None, str | None]:
         """[om] max_ratio_to_fp16_prediction and its source; (None, None) when the file leaves it out
@@ -276,8 +286,10 @@ def _check_ranges(path: Path, v: dict[str, dict[str, Any]]) -> None:
     if not 0.0 <= v["accuracy"]["min_miou"] <= 100.0:
         raise ThresholdsError(path, f"accuracy.min_miou = {v['accuracy']['min_miou']} is outside 0..100",
                               "mIoU is in percent")
-    if v["parity"]["images"] < 1 or v["perf"]["rounds"] < 1 or v["om"]["onnx_sample_images"] < 1:
-        raise ThresholdsError(path, "parity.images, om.onnx_sample_images and perf.rounds must be >= 1",
+    if v["parity"]["images"] < 1 or v["perf"]["rounds"] < 1 or v["om"]["onnx_sample_images"] < 1 \
+            or v["om"].get("preflight_images", 1) < 1:
+        raise ThresholdsError(path, "parity.images, om.onnx_sample_images, om.preflight_images and perf.rounds must "
+                                    "be >= 1",
                               "use a positive count")
 
 
