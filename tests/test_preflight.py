@@ -138,6 +138,7 @@ def test_the_run_plan_shows_the_pre_flight_and_its_cost() -> None:
     assert plan.select_preflight(list(range(500))) == list(plan.preflight_indices)
     sampled = make_plan(500, device_outputs=["om"], onnx_accuracy="auto", sample_images=8)
     assert set(sampled.preflight_indices) <= set(sampled.onnx_indices)
+    assert not any(line.startswith("om pre-flight") for line in plan.for_parity_only(2).lines())
 
 
 def test_the_pre_flight_runs_on_its_share_of_the_om_sample() -> None:
@@ -156,7 +157,6 @@ def test_the_pre_flight_runs_on_its_share_of_the_om_sample() -> None:
     assert make_plan(500, device_outputs=[], onnx_accuracy="auto", sample_images=3, preflight_images=8
                      ).preflight_indices == (0, 250, 499)
     assert load().om_sample() == {"sample_images": 8, "preflight_images": 3}
-    assert not any(line.startswith("om pre-flight") for line in plan.for_parity_only(2).lines())
 
 
 def test_a_model_the_emulation_cannot_run_is_said_once_and_never_a_failed_build(tmp_path, toy_onnx) -> None:  # noqa: ANN001
